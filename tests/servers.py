@@ -74,3 +74,49 @@ class MlflowServer:
             stop_tree(self.proc.pid)
             self.proc.wait(timeout=30)
             self.proc = None
+
+
+class S3Server:
+    """An S3-compatible server (moto's `moto_server`) on 127.0.0.1 with one bucket; ``env`` points the
+    AWS SDKs and pyarrow at it, as AWS_ENDPOINT_URL does for MinIO or any other S3 service."""
+
+    def __init__(self, folder: Path, bucket: str = "growthpace-test"):
+        self.folder = Path(folder)
+        self.port = free_port()
+        self.bucket = bucket
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "S3Server":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.folder / "s3.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+        )
+        deadline = time.time() + timeout
+        while True:
+            try:  # creating the bucket is the readiness probe
+                req = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto_server did not come up:\n{(self.folder / 's3.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_tree(self.proc.pid)
+            self.proc.wait(timeout=30)
+            self.proc = None

@@ -347,10 +347,33 @@ def test_docs_commands_are_the_tested_ones():
     assert "test/<ability>" in mlflow_doc and "tags.mlflow.parentRunId" in mlflow_doc
 
 
-def test_storage_must_be_a_path_every_node_sees(tmp_path):
+@pytest.mark.parametrize("storage", ["s3://bucket/growthpace/doit", "gs://bucket/growthpace/doit"])
+def test_object_store_storage_is_accepted_with_a_tracking_server(tmp_path, storage):
+    from growthpace.platform.storage import Location
+
     raw = yaml.safe_load((REPO / "experiments" / "doit.yaml").read_text())
-    raw["storage"] = "s3://bucket/growthpace/doit"
+    raw["storage"] = storage
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(raw))
-    with pytest.raises(SpecError, match=r"field 'storage'.*NFS/EFS/Filestore"):
+    spec = load_spec(p)
+    assert isinstance(spec.storage_path, Location) and str(spec.storage_path) == storage
+    assert spec.tracking_uri == raw["tracking"]["uri"]
+
+
+@pytest.mark.parametrize(
+    "storage, tracking, message",
+    [
+        ("s3://bucket/x", None, r"tracking\.uri: required when storage is an object store"),
+        ("ftp://host/x", "http://127.0.0.1:5000", r"field 'storage'.*not an object store URI"),
+        ("s3://", "http://127.0.0.1:5000", r"field 'storage'.*not an object store URI"),
+        ("s3://bucket/../x", "http://127.0.0.1:5000", r"field 'storage'.*'\.' and '\.\.'"),
+    ],
+)
+def test_bad_storage_uris_name_the_field(tmp_path, storage, tracking, message):
+    raw = yaml.safe_load((REPO / "experiments" / "doit.yaml").read_text())
+    raw["storage"] = storage
+    raw["tracking"] = {"uri": tracking} if tracking else {}
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match=message):
         load_spec(p)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -26,8 +25,14 @@ from growthpace.platform.records import Record
 from growthpace.platform.storage import (  # noqa: F401 - CheckpointError is this module's error
     CheckpointError,
     Layout,
+    Location,
+    StoragePath,
+    as_location,
     file_sha256,
+    localize,
     read_json,
+    read_parquet,
+    remove_tree,
     stable_hash,
     write_json,
     write_parquet,
@@ -45,9 +50,9 @@ def eval_set_hash(sets: dict[tuple[str, str], list[Record]], limits: dict[str, i
     return stable_hash([items, sorted(limits.items())], 16)
 
 
-def checkpoint_hash(path: str | Path) -> str | None:
+def checkpoint_hash(path: str | StoragePath) -> str | None:
     """Content hash of a checkpoint's weights and config; None once its weights were deleted."""
-    model = Path(path) / "model"
+    model = as_location(path) / "model"
     files = sorted(p for p in model.glob("*") if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
     if not any(p.suffix in (".safetensors", ".bin") for p in files):
         return None
@@ -70,14 +75,14 @@ def checkpoint_list(layout: Layout, cell_id: str) -> list[dict]:
     return entries
 
 
-def check_checkpoint(path: str | Path, *, scored: bool) -> bool:
+def check_checkpoint(path: str | StoragePath, *, scored: bool) -> bool:
     """Pre-flight for one checkpoint's model/: config.json parses, a tokenizer is there, every
     safetensors file's header parses and covers the file. True: whole, it can be scored. False: files
     are missing but the epoch was scored (retention deleted them, maybe interrupted part-way), so its
     stored result is final. A missing file before scoring, or a corrupted one, is a CheckpointError."""
-    model = Path(path) / "model"
+    model = as_location(path) / "model"
 
-    def missing(file: Path, why: str = "") -> bool:
+    def missing(file: StoragePath, why: str = "") -> bool:
         if scored:
             return False
         raise CheckpointError(f"checkpoint {path}: file {file} is missing{why}")
@@ -111,13 +116,40 @@ def check_checkpoint(path: str | Path, *, scored: bool) -> bool:
     for w in weights:
         if w.stat().st_size == 0:
             raise CheckpointError(f"checkpoint {path}: file {w} is corrupted (empty)")
-        if w.suffix == ".safetensors":
+        if w.suffix == ".safetensors" and isinstance(w, Location):
+            problem = safetensors_problem(w)  # header only: no weights are downloaded to check them
+            if problem:
+                raise CheckpointError(f"checkpoint {path}: file {w} is corrupted ({problem})")
+        elif w.suffix == ".safetensors":
             try:
                 with safe_open(str(w), framework="numpy"):
                     pass
             except Exception as e:  # SafetensorError: a header that does not parse or a truncated file
                 raise CheckpointError(f"checkpoint {path}: file {w} is corrupted ({e})") from None
     return True
+
+
+def safetensors_problem(w: Location) -> str | None:
+    """The safetensors checks on an object: the header parses and its tensors end where the file ends.
+    Reads the 8-byte length and the header alone (ranged reads), never the weights."""
+    import struct
+
+    size = w.stat().st_size
+    with w.fs.open_input_file(w.key) as f:
+        head = f.read_at(8, 0)
+        if len(head) < 8:
+            return "shorter than a safetensors header"
+        n = struct.unpack("<Q", head)[0]
+        if n > min(size - 8, 100 * 2**20):
+            return f"header length {n} does not fit the file ({size} bytes)"
+        try:
+            header = json.loads(f.read_at(n, 8).decode("utf-8"))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            return f"header does not parse: {e}"
+    if 8 + n + end != size:
+        return f"tensors end at byte {8 + n + end}, the file has {size}"
+    return None
 
 
 def check_checkpoints(cells: list[Cell], layout: Layout) -> int:
@@ -164,7 +196,7 @@ class CheckpointScorer:
             flat += records
         out: dict[str, list] = {c: [] for c in ["cell_id", "epoch", "key", "backend", *PREDICTION_COLUMNS]}
         for cell_id, epoch, path, key in zip(batch["cell_id"], batch["epoch"], batch["path"], batch["key"]):
-            engine = load(self.backend, Path(path) / "model", self.batch_size)
+            engine = load(self.backend, localize(as_location(path) / "model"), self.batch_size)
             preds = predict(engine, flat, self.limits)
             engine.close()
             for (split, ability), r, p in zip(keys, flat, preds):
@@ -275,7 +307,7 @@ def rescore(cells: list[Cell], layout: Layout, sets: dict[tuple[str, str], list[
     for cell in cells:
         folder = layout.cell(cell.cell_id) / "predictions"
         for f in sorted(folder.glob("epoch_*.parquet")) if folder.is_dir() else []:
-            preds = pl.read_parquet(f)
+            preds = read_parquet(f)
             rows = preds.to_dicts()
             for row in rows:
                 record = by_key.get((row["split"], row["ability"], row["idx"]))
@@ -306,19 +338,19 @@ def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | N
             continue
         if stored_key(layout, cell.cell_id, ck["epoch"]) is None:
             continue  # never delete what has not been scored
-        if not Path(ck["path"]).resolve().is_relative_to(layout.root.resolve()):
+        if not as_location(ck["path"]).resolve().is_relative_to(layout.root.resolve()):
             console.print(f"[yellow]warning:[/] {ck['path']}: outside storage {layout.root}; not deleted")
             continue  # a checkpoint list never makes the study delete outside its storage
         for sub in ("model", "deepspeed"):
-            d = Path(ck["path"]) / sub
+            d = as_location(ck["path"]) / sub
             if d.exists():
-                shutil.rmtree(d)
+                remove_tree(d)
                 removed.append(str(d))
     return removed
 
 
 def best_valid_epoch(layout: Layout, cell: Cell, warmup: int) -> int | None:
-    frames = [pl.read_parquet(f) for f in sorted((layout.cell(cell.cell_id) / "scores").glob("epoch_*.parquet"))]
+    frames = [read_parquet(f) for f in sorted((layout.cell(cell.cell_id) / "scores").glob("epoch_*.parquet"))]
     if not frames:
         return None
     valid = pl.concat(frames).filter((pl.col("split") == "valid") & (pl.col("epoch") > warmup))
@@ -338,7 +370,7 @@ def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
             continue
         params = cell.params()
         meta = {k: params[k] for k in ("model", "size", "source", "volume", "mix", "seed", "epochs")}
-        part = pl.concat([pl.read_parquet(f) for f in files])
+        part = pl.concat([read_parquet(f) for f in files])
         frames.append(part.with_columns(**{k: pl.lit(v) for k, v in meta.items()}))
     if not frames:
         return pl.DataFrame()

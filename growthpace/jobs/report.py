@@ -20,7 +20,7 @@ import yaml
 
 from growthpace.platform import growth
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.storage import Layout, read_json, write_bytes
+from growthpace.platform.storage import Layout, StoragePath, is_remote, read_json, read_parquet, upload_tree, write_bytes
 from growthpace.platform.tracking import redact
 
 PER_ABILITY = len(ABILITIES)  # a curated volume v is spread evenly: v / 10 items per ability
@@ -54,7 +54,7 @@ def select(scores: pl.DataFrame, warmup_for) -> pl.DataFrame:
 # Loading what the analysis needs from storage
 
 
-def load_verdicts(storage: Path, selected: pl.DataFrame) -> pl.DataFrame | None:
+def load_verdicts(storage: StoragePath, selected: pl.DataFrame) -> pl.DataFrame | None:
     """Per-item verdicts of the selected checkpoints, from cells/<id>/predictions/epoch_NNN.parquet.
 
     Only (cell, split, ability) at their selected epoch are kept. None when no cell has stored
@@ -66,7 +66,7 @@ def load_verdicts(storage: Path, selected: pl.DataFrame) -> pl.DataFrame | None:
         path = Layout(storage).cell_predictions(cell_id, int(epoch))  # a safe cell id, or PathError
         if not path.exists():
             continue
-        preds = pl.read_parquet(path, columns=["split", "ability", "idx", "correct"])
+        preds = read_parquet(path, columns=["split", "ability", "idx", "correct"])
         frames.append(
             preds.with_columns(pl.col("idx").cast(pl.String), pl.col("correct").cast(pl.Boolean))
             .join(part.select("split", "ability"), on=["split", "ability"])
@@ -97,7 +97,7 @@ def size_params(spec) -> dict[str, float]:
     return out
 
 
-def mix_counts(storage: Path, scores: pl.DataFrame) -> dict[str, dict[str, int]]:
+def mix_counts(storage: StoragePath, scores: pl.DataFrame) -> dict[str, dict[str, int]]:
     """Named mix -> items per ability, from the mix cells' cards (what the cells really trained on)."""
     out: dict[str, dict[str, int]] = {}
     if "mix" not in scores.columns:
@@ -522,19 +522,26 @@ def _json_safe(obj):
     return obj
 
 
-def write_report(scores: pl.DataFrame, folder: Path, study: str, warmup_for, spec=None) -> Path:
+def write_report(scores: pl.DataFrame, folder: StoragePath, study: str, warmup_for, spec=None,
+                 storage: StoragePath | None = None) -> StoragePath:
     """Write index.html, its PNGs and summary.json into a fresh folder, then swap it in.
 
     With the spec: its analysis settings, parameter counts and dataset; the cells' stored predictions
-    and cards are looked up under the report folder's parent (the storage root).
+    and cards are looked up under ``storage`` (default: the report folder's parent, the storage root).
+    In an object store the report is built locally and uploaded, index.html last.
     """
     import shutil
     import tempfile
 
     from growthpace.platform.spec import AnalysisSpec
 
+    if is_remote(folder):
+        with tempfile.TemporaryDirectory() as d:
+            write_report(scores, Path(d) / "report", study, warmup_for, spec=spec, storage=folder.parent)
+            upload_tree(Path(d) / "report", folder, last=("index.html",))
+        return folder / "index.html"
     settings = spec.analysis if spec is not None else AnalysisSpec()
-    storage = folder.parent
+    storage = storage if storage is not None else folder.parent
     params = size_params(spec) if spec is not None else {}
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".report."))
@@ -619,7 +626,7 @@ def recommend_for_spec(spec, budget: int, size: str | None = None, name: str | N
     layout = Layout(spec.storage_path)
     if not layout.scores.exists():
         raise FileNotFoundError(f"{layout.scores}: no scores yet; run the study first")
-    scores = pl.read_parquet(layout.scores)
+    scores = read_parquet(layout.scores)
     selected = select(scores, spec.evaluation.warmup_for)
     _, _, _, rec = analyse(selected, spec.analysis, params=size_params(spec),
                            verdicts=load_verdicts(layout.root, selected), available=available_items(spec),

@@ -155,16 +155,16 @@ def run_rescore(spec: Spec) -> int:
 
 
 def run_report(spec: Spec) -> str:
-    from growthpace.platform.storage import Layout, read_json
+    from growthpace.platform.storage import Layout, localize, read_json, read_parquet
 
     layout = Layout(spec.storage_path)
     if not layout.scores.exists():
         raise FileNotFoundError(f"{layout.scores}: no scores yet; run `growthpace evaluate` first")
-    index = write_report(pl.read_parquet(layout.scores), layout.report, spec.name, spec.evaluation.warmup_for, spec=spec)
+    index = write_report(read_parquet(layout.scores), layout.report, spec.name, spec.evaluation.warmup_for, spec=spec)
     if layout.tracking.exists():
         tracker = StudyTracker(spec.tracking_uri, spec.tracking.experiment, layout)
         parent = read_json(layout.tracking)["parent_run_id"]
-        tracker.log_artifacts(parent, layout.report)
+        tracker.log_artifacts(parent, localize(layout.report))
         log_analysis(tracker, parent, layout.report)  # pace metrics and curve/<size>/<ability> at step = volume
     console.print(f"report: {index}")
     return str(index)
@@ -172,7 +172,7 @@ def run_report(spec: Spec) -> str:
 
 def run_sync(spec: Spec, study: Study | None = None) -> int:
     """Log to MLflow every metric the study's storage holds and MLflow lacks (idempotent)."""
-    from growthpace.platform.storage import read_json
+    from growthpace.platform.storage import localize, read_json, read_parquet
 
     preflight(spec.tracking_uri)
     study = study or prepare(spec, write=True)
@@ -187,11 +187,11 @@ def run_sync(spec: Spec, study: Study | None = None) -> int:
             "train/loss": {ck["epoch"]: ck["train_loss"] for ck in read_json(marker)["checkpoints"]}
         }
         for f in sorted((layout.cell(cell.cell_id) / "scores").glob("epoch_*.parquet")):
-            for epoch, split, ability, score in pl.read_parquet(f).select("epoch", "split", "ability", "score").iter_rows():
+            for epoch, split, ability, score in read_parquet(f).select("epoch", "split", "ability", "score").iter_rows():
                 series.setdefault(f"{split}/{ability}", {})[int(epoch)] = float(score)
         added += tracker.log_series(run_ids[cell.cell_id], series)
     if (layout.report / "index.html").exists():
-        tracker.log_artifacts(parent, layout.report)
+        tracker.log_artifacts(parent, localize(layout.report))
     if tracker.offline:
         raise RuntimeError(f"sync: MLflow at {spec.tracking_uri} failed mid-way; run `growthpace sync` again")
     console.print(f"sync: logged {added} missing metric point(s) to {spec.tracking_uri}")

@@ -7,11 +7,10 @@ That list is the marker a rerun uses to skip the cell.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from growthpace.platform.cells import Cell
-from growthpace.platform.storage import Layout, stable_hash, write_json
+from growthpace.platform.storage import Layout, StoragePath, stable_hash, write_json
 
 
 class SweepError(RuntimeError):
@@ -47,8 +46,11 @@ def _cell_trial(param: dict[str, Any]) -> None:
         ),
     )
     result = trainer.fit()
+    # Ray gives paths inside its filesystem ("bucket/prefix/..." on S3): stored as URIs there.
+    scheme = f"{layout.root.scheme}://" if layout.remote else ""
     checkpoints = sorted(
-        ({"epoch": int(m["epoch"]), "train_loss": float(m["train_loss"]), "path": ck.path} for ck, m in result.best_checkpoints),
+        ({"epoch": int(m["epoch"]), "train_loss": float(m["train_loss"]), "path": scheme + ck.path}
+         for ck, m in result.best_checkpoints),
         key=lambda c: c["epoch"],
     )
     if [c["epoch"] for c in checkpoints] != list(range(1, cell.epochs + 1)):
@@ -60,7 +62,7 @@ def _cell_trial(param: dict[str, Any]) -> None:
     tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1]["train_loss"]})
 
 
-def train_config(cell: Cell, base_model: Path, layout: Layout, tracking_uri: str, run_id: str | None) -> dict:
+def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None) -> dict:
     return {
         **cell.training,
         "epochs": cell.epochs,

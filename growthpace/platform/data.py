@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from growthpace.platform.records import (
 )
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.spec import Spec
-from growthpace.platform.storage import Layout, file_sha256, write_json
+from growthpace.platform.storage import Layout, file_sha256, is_remote, write_bytes, write_json
 
 
 @dataclass
@@ -83,9 +84,14 @@ def write_cell_data(layout: Layout, cell, dataset: Dataset) -> dict:
 
         return read_json(card_path)
     records = dataset.pool.select(cell.allocation, cell.seed)
-    tmp = path.with_suffix(".jsonl.tmp")
-    write_records(tmp, records)
-    tmp.replace(path)
+    if is_remote(path):
+        with tempfile.TemporaryDirectory() as d:
+            write_records(Path(d) / path.name, records)
+            write_bytes(path, (Path(d) / path.name).read_bytes())
+    else:
+        tmp = path.with_suffix(".jsonl.tmp")
+        write_records(tmp, records)
+        tmp.replace(path)
     info = {"cell_id": cell.cell_id, **card(records)}
     write_json(card_path, info)
     return info

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from growthpace.platform.abilities import ASSISTANT, CHAT_TOKENS, EOT, PAD, USER
 from growthpace.platform.records import Record
-from growthpace.platform.storage import Layout, stable_hash
+from growthpace.platform.storage import Layout, StoragePath, is_remote, localize, stable_hash, upload_tree
 
 VOCAB_SIZE = 2048
 MAX_POSITIONS = 2048
@@ -162,10 +162,10 @@ def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: st
     if not (path / "tokenizer.json").exists():
         tok = train_tokenizer(records)
         _save_atomic(path, lambda d: tok.save_pretrained(d))
-    return AutoTokenizer.from_pretrained(path), key
+    return AutoTokenizer.from_pretrained(localize(path)), key
 
 
-def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, seed: int) -> Path:
+def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, seed: int) -> StoragePath:
     """Materialise a base model with its tokenizer under base/<key>; reused by every cell."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,7 +197,12 @@ def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, 
     return path
 
 
-def _save_atomic(path: Path, save) -> None:
+def _save_atomic(path: StoragePath, save) -> None:
+    if is_remote(path):  # saved locally, then uploaded with the files the existence checks read last
+        with tempfile.TemporaryDirectory() as tmp:
+            save(Path(tmp))
+            upload_tree(Path(tmp), path, last=("config.json", "tokenizer.json"))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:

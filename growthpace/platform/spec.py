@@ -210,6 +210,13 @@ class EvaluationSpec(_Strict):
     max_new_tokens: dict[str, int] = Field({}, description="per question kind, caps the scorer's default limit")
     backend: Literal["auto", "vllm", "transformers"] = "auto"
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per scoring actor (vLLM on GPU nodes)")
+    vllm_pipeline: Literal["auto", "processor", "actor"] = Field(
+        "auto",
+        description="how a vllm backend scores: 'processor' = ray.data.llm vLLMEngineProcessor, one processor "
+        "(one engine) per checkpoint, torn down before the next; 'actor' = the engine inside the scoring "
+        "actor; 'auto' = processor when scoring runs on GPUs (gpus_per_actor > 0), else actor. "
+        "Only matters when the resolved backend is vllm",
+    )
     streaming: bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
 
@@ -279,17 +286,35 @@ class Spec(_Strict):
 
     @field_validator("storage")
     @classmethod
-    def _posix_storage(cls, v: str) -> str:
+    def _storage_location(cls, v: str) -> str:
         if "://" in v:
-            raise ValueError(
-                f"{v!r}: storage is a filesystem path that every node sees (a local folder, or on a cluster an "
-                "NFS/EFS/Filestore mount such as /mnt/shared/...); object-store URIs are not supported (docs/cluster.md)"
-            )
+            from growthpace.platform.storage import Location, PathError
+
+            try:
+                Location(v)
+            except PathError as e:
+                raise ValueError(
+                    f"{e}; storage is a folder every node sees (local, or an NFS/EFS/Filestore mount) "
+                    "or an object store URI (docs/cluster.md)"
+                ) from None
         return v
 
+    @model_validator(mode="after")
+    def _remote_storage_needs_a_tracking_server(self) -> "Spec":
+        if "://" in self.storage and self.tracking.uri is None:
+            raise ValueError(
+                f"tracking.uri: required when storage is an object store ({self.storage}): the default MLflow "
+                "store is a sqlite file under storage, which an object store cannot hold; set the team's MLflow "
+                "server (http://...) or a sqlite:/// file on a disk every process of the study sees"
+            )
+        return self
+
     @property
-    def storage_path(self) -> Path:
-        return Path(self.storage).expanduser().resolve()
+    def storage_path(self):
+        """A local ``Path`` or an object store ``Location`` (growthpace/platform/storage.py)."""
+        from growthpace.platform.storage import Location
+
+        return Location(self.storage) if "://" in self.storage else Path(self.storage).expanduser().resolve()
 
     @property
     def data_root(self) -> Path:
@@ -325,5 +350,8 @@ def load_spec(path: str | Path) -> Spec:
     try:
         return Spec.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{path}: field '{_field_path(err['loc'])}': {err['msg']}" for err in e.errors()]
+        lines = [
+            f"{path}: field '{_field_path(err['loc'])}': {err['msg']}" if err["loc"] else f"{path}: {err['msg']}"
+            for err in e.errors()
+        ]
         raise SpecError("\n".join(lines)) from None

@@ -3,17 +3,27 @@
 A cell's outputs live under ``cells/<cell_id>``, and the cell id is a hash of everything that
 determines its result (Marin's executor): a finished step is found, never redone, and a changed
 input gets a new path instead of a stale result.
+
+Storage is a local folder (a ``Path``; on a cluster an NFS mount every node sees) or an object store
+URI (``s3://bucket/study``, ``gs://bucket/study``): a ``Location``, the part of ``pathlib.Path`` this
+project uses, over the pyarrow filesystem Ray Train itself persists checkpoints with. Each process
+resolves the URI from its own environment (instance role, AWS_* / GOOGLE_* variables, AWS_ENDPOINT_URL
+for MinIO and the like), so no credential is ever pickled into a config or a Tune experiment state.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 
 SAFE_NAME = r"^[A-Za-z0-9_.-]+$"
@@ -34,21 +44,237 @@ def safe_name(name: str, what: str) -> str:
     return name
 
 
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs")
+
+
+@lru_cache(maxsize=None)
+def _filesystem(scheme: str, bucket: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]
+
+
+class Location:
+    """A file or folder in an object store, with the ``pathlib.Path`` methods this project uses.
+
+    Writes are whole-object puts: an object store never shows a torn object, so the atomic
+    write-then-rename of local files is not needed (nor available) here.
+    """
+
+    def __init__(self, uri: str):
+        scheme, sep, rest = uri.partition("://")
+        if not sep or scheme not in OBJECT_STORE_SCHEMES or not rest.strip("/"):
+            raise PathError(f"{uri!r}: not an object store URI ({', '.join(s + '://bucket/...' for s in OBJECT_STORE_SCHEMES)})")
+        self.scheme = scheme
+        self.key = "/".join(part for part in rest.split("/") if part)  # bucket/a/b, no empty parts
+        if any(part in (".", "..") for part in self.key.split("/")):
+            raise PathError(f"{uri!r}: '.' and '..' are not allowed in a storage URI")
+
+    # -- pure path arithmetic --------------------------------------------------------------------
+    def __truediv__(self, name: str) -> "Location":
+        return Location(f"{self.scheme}://{self.key}/{name}")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.key}"
+
+    def __repr__(self) -> str:
+        return f"Location({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Location) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __lt__(self, other: "Location") -> bool:
+        return str(self) < str(other)
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    @property
+    def parent(self) -> "Location":
+        head = self.key.rsplit("/", 1)[0]
+        return Location(f"{self.scheme}://{head}") if "/" in self.key else self
+
+    def with_suffix(self, suffix: str) -> "Location":
+        return self.parent / (self.stem + suffix)
+
+    def resolve(self) -> "Location":
+        return self
+
+    def expanduser(self) -> "Location":
+        return self
+
+    def is_relative_to(self, other) -> bool:
+        return isinstance(other, Location) and (self == other or str(self).startswith(str(other) + "/"))
+
+    # -- the store ---------------------------------------------------------------------------------
+    @property
+    def fs(self):
+        return _filesystem(self.scheme, self.key.split("/", 1)[0])
+
+    def _type(self):
+        import pyarrow.fs
+
+        return self.fs.get_file_info(self.key).type, pyarrow.fs.FileType
+
+    def exists(self) -> bool:
+        t, types = self._type()
+        return t != types.NotFound
+
+    def is_file(self) -> bool:
+        t, types = self._type()
+        return t == types.File
+
+    def is_dir(self) -> bool:
+        t, types = self._type()
+        return t == types.Directory
+
+    def iterdir(self):
+        import pyarrow.fs
+
+        for info in self.fs.get_file_info(pyarrow.fs.FileSelector(self.key, allow_not_found=True)):
+            yield Location(f"{self.scheme}://{info.path}")
+
+    def glob(self, pattern: str):
+        """One level, like ``Path.glob`` with a pattern without '/'."""
+        return (p for p in self.iterdir() if fnmatch.fnmatchcase(p.name, pattern))
+
+    def stat(self):
+        info = self.fs.get_file_info(self.key)
+        return os.stat_result((0, 0, 0, 0, 0, 0, info.size or 0, 0, int((info.mtime_ns or 0) // 10**9), 0))
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.key) as f:
+            return f.read()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.key) as f:
+            f.write(data)
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        self.fs.create_dir(self.key, recursive=True)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if missing_ok and not self.exists():
+            return
+        self.fs.delete_file(self.key)
+
+    def rmtree(self) -> None:
+        self.fs.delete_dir(self.key)
+
+
+StoragePath = Union[Path, Location]
+
+
+def as_location(path: "str | Path | Location") -> StoragePath:
+    """A Location for an object store URI, else a local Path."""
+    if isinstance(path, (Path, Location)):
+        return path
+    if "://" in str(path):
+        return Location(str(path))
+    return Path(path)
+
+
+def is_remote(path: StoragePath) -> bool:
+    return isinstance(path, Location)
+
+
+def remove_tree(path: StoragePath) -> None:
+    if isinstance(path, Location):
+        path.rmtree()
+    else:
+        shutil.rmtree(path)
+
+
+def read_parquet(path: StoragePath, **kwargs):
+    import polars as pl
+
+    if isinstance(path, Location):
+        return pl.read_parquet(io.BytesIO(path.read_bytes()), **kwargs)
+    return pl.read_parquet(path, **kwargs)
+
+
+def cache_root() -> Path:
+    """Node-local copies of remote folders (model weights to load): GROWTHPACE_CACHE or ~/.cache/growthpace."""
+    return Path(os.environ.get("GROWTHPACE_CACHE", Path.home() / ".cache" / "growthpace")).expanduser()
+
+
+def localize(path: "str | Path | Location") -> Path:
+    """A local file or folder with the contents of ``path``: itself when local, else a node-local copy.
+
+    The copy is keyed by the URI and by every file's name, size and modification time, so new
+    weights written at the same URI get a new copy and a finished copy is reused.
+    """
+    path = as_location(path)
+    if isinstance(path, Path):
+        return path
+    import pyarrow.fs
+
+    info = path.fs.get_file_info(path.key)
+    if info.type == pyarrow.fs.FileType.File:
+        infos = [info]
+    else:
+        selector = pyarrow.fs.FileSelector(path.key, recursive=True, allow_not_found=True)
+        infos = [i for i in path.fs.get_file_info(selector) if i.type == pyarrow.fs.FileType.File]
+    if not infos:
+        raise FileNotFoundError(f"{path}: no such file or folder, or an empty one")
+    signature = stable_hash([str(path), sorted((i.path, i.size, i.mtime_ns) for i in infos)], 16)
+    dest = cache_root() / "storage" / signature
+    if dest.is_dir():
+        return dest / path.name if info.type == pyarrow.fs.FileType.File else dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{signature}."))
+    try:
+        for i in infos:
+            rel = path.name if i.path == path.key else i.path[len(path.key) + 1 :]
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with path.fs.open_input_stream(i.path) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not dest.is_dir():  # another process finishing the same copy first is fine: same bytes
+            raise
+    return dest / path.name if info.type == pyarrow.fs.FileType.File else dest
+
+
 def stable_hash(obj: Any, n: int = 10) -> str:
     """Short content hash of a JSON-able object (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
-def file_sha256(path: str | Path, h: "hashlib._Hash | None" = None) -> str:
+def file_sha256(path: "str | Path | Location", h: "hashlib._Hash | None" = None) -> str:
     h = h or hashlib.sha256()
-    with open(path, "rb") as f:
+    path = as_location(path)
+    opened = path.fs.open_input_stream(path.key) if isinstance(path, Location) else open(path, "rb")
+    with opened as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: StoragePath, write) -> None:
+    if isinstance(path, Location):  # buffered, then one put: an interrupted write leaves no object
+        buf = io.BytesIO()
+        write(buf)
+        path.write_bytes(buf.getvalue())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -62,74 +288,94 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: "str | StoragePath", obj: Any) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
-    _atomic(Path(path), lambda f: f.write(data))
+    _atomic(as_location(path), lambda f: f.write(data))
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    _atomic(Path(path), lambda f: f.write(data))
+def write_bytes(path: "str | StoragePath", data: bytes) -> None:
+    _atomic(as_location(path), lambda f: f.write(data))
 
 
-def write_parquet(path: str | Path, frame) -> None:
+def write_parquet(path: "str | StoragePath", frame) -> None:
     """Atomically write a polars DataFrame."""
-    _atomic(Path(path), lambda f: frame.write_parquet(f))
+    _atomic(as_location(path), lambda f: frame.write_parquet(f))
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: "str | StoragePath") -> Any:
+    return json.loads(as_location(path).read_text(encoding="utf-8"))
+
+
+def upload_tree(local: Path, dest: StoragePath, last: tuple[str, ...] = ()) -> None:
+    """Copy a finished local folder to an object store prefix. Files named in ``last`` go up after
+    every other file: they are what readers check for, so an interrupted upload is never taken as whole."""
+    if not isinstance(dest, Location):
+        raise TypeError("upload_tree is for object store destinations")
+    if dest.exists():  # a replaced report or model: no file of the old one stays behind
+        dest.rmtree()
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.name in last, str(p)))
+    for f in files:
+        target = dest
+        for part in f.relative_to(local).parts:
+            target = target / part
+        with open(f, "rb") as src, dest.fs.open_output_stream(target.key) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
 
 
 class Layout:
-    """Paths under a study's storage directory."""
+    """Paths under a study's storage directory: a local folder or an object store prefix."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: "str | StoragePath"):
+        self.root = as_location(root)
 
-    def cell(self, cell_id: str) -> Path:
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.root, Location)
+
+    def cell(self, cell_id: str) -> StoragePath:
         return self.root / "cells" / safe_name(cell_id, "cell id")
 
-    def cell_data(self, cell_id: str) -> Path:
+    def cell_data(self, cell_id: str) -> StoragePath:
         return self.cell(cell_id) / "train.jsonl"
 
-    def cell_card(self, cell_id: str) -> Path:
+    def cell_card(self, cell_id: str) -> StoragePath:
         return self.cell(cell_id) / "card.json"
 
-    def cell_run(self, cell_id: str) -> Path:
+    def cell_run(self, cell_id: str) -> StoragePath:
         return self.cell(cell_id) / "mlflow.json"
 
-    def cell_checkpoints(self, cell_id: str) -> Path:
+    def cell_checkpoints(self, cell_id: str) -> StoragePath:
         """Written when a cell's training finished: the rerun marker."""
         return self.cell(cell_id) / "checkpoints.json"
 
-    def cell_scores(self, cell_id: str, epoch: int) -> Path:
+    def cell_scores(self, cell_id: str, epoch: int) -> StoragePath:
         return self.cell(cell_id) / "scores" / f"epoch_{epoch:03d}.parquet"
 
-    def cell_predictions(self, cell_id: str, epoch: int) -> Path:
+    def cell_predictions(self, cell_id: str, epoch: int) -> StoragePath:
         return self.cell(cell_id) / "predictions" / f"epoch_{epoch:03d}.parquet"
 
-    def base_model(self, key: str) -> Path:
+    def base_model(self, key: str) -> StoragePath:
         return self.root / "base" / safe_name(key, "base model key")
 
-    def tokenizer(self, key: str) -> Path:
+    def tokenizer(self, key: str) -> StoragePath:
         return self.root / "tokenizer" / safe_name(key, "tokenizer key")
 
     @property
-    def train(self) -> Path:
+    def train(self) -> StoragePath:
         return self.root / "train"
 
     @property
-    def tune(self) -> Path:
+    def tune(self) -> StoragePath:
         return self.root / "tune"
 
     @property
-    def scores(self) -> Path:
+    def scores(self) -> StoragePath:
         return self.root / "scores.parquet"
 
     @property
-    def report(self) -> Path:
+    def report(self) -> StoragePath:
         return self.root / "report"
 
     @property
-    def tracking(self) -> Path:
+    def tracking(self) -> StoragePath:
         return self.root / "tracking.json"

@@ -19,6 +19,7 @@ import torch
 
 from growthpace.platform.chat import IGNORE, ChatEncoder
 from growthpace.platform.records import TRAIN_TYPES, read_records
+from growthpace.platform.storage import localize
 
 
 def deepspeed_config(cfg: dict[str, Any], world: int) -> dict[str, Any]:
@@ -98,12 +99,13 @@ def train_cell(config: dict[str, Any]) -> None:
     torch.manual_seed(seed)
     device = torch.device("cuda", ctx.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
-    tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
-    model = AutoModelForCausalLM.from_pretrained(config["base_model"], torch_dtype=torch.float32)
+    base = localize(config["base_model"])  # storage in an object store: a node-local copy
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
     if config.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     enc = ChatEncoder(tokenizer)
-    records = read_records(config["data"], eval_split=False, types=TRAIN_TYPES)  # synthetic items: type "synthetic"
+    records = read_records(localize(config["data"]), eval_split=False, types=TRAIN_TYPES)  # synthetic items: type "synthetic"
     examples = [enc.example(r.messages, config["max_length"]) for r in records]
 
     micro_steps = len(_batches(examples, config["per_device_batch"], rank, world, seed, 0))
