@@ -167,3 +167,29 @@ def test_checkpoint_checks_and_hash_in_the_store(root, tmp_path):
     with pytest.raises(CheckpointError, match="corrupted"):
         check_checkpoint(str(ck), scored=False)
     assert checkpoint_hash(str(ck)) != h  # changed weights at the same URI get a new key
+
+
+def test_checkpoint_hash_memo_rereads_nothing_once_weights_settled(tmp_path, monkeypatch):
+    import time
+
+    from growthpace.jobs import evaluate
+
+    monkeypatch.setenv("GROWTHPACE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "ck" / "model"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"a" * 100)
+    (model / "config.json").write_text("{}")
+    reads = []
+    real = evaluate.file_sha256
+    monkeypatch.setattr(evaluate, "file_sha256", lambda f, h: (reads.append(f.name), real(f, h))[1])
+    first = evaluate.checkpoint_hash(tmp_path / "ck")
+    assert evaluate.checkpoint_hash(tmp_path / "ck") == first and len(reads) == 4  # just written: memo not trusted
+    old = time.time() - 60
+    for f in model.iterdir():
+        os.utime(f, (old, old))
+    reads.clear()
+    assert evaluate.checkpoint_hash(tmp_path / "ck") == first and reads  # new times: hashed again, memo written
+    reads.clear()
+    assert evaluate.checkpoint_hash(tmp_path / "ck") == first and reads == []  # settled: from the memo
+    (model / "model.safetensors").write_bytes(b"b" * 100)  # same size, new bytes
+    assert evaluate.checkpoint_hash(tmp_path / "ck") != first

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import polars as pl
@@ -28,11 +29,13 @@ from growthpace.platform.storage import (  # noqa: F401 - CheckpointError is thi
     Location,
     StoragePath,
     as_location,
+    cache_root,
     file_sha256,
     localize,
     read_json,
     read_parquet,
     remove_tree,
+    size_and_mtime,
     stable_hash,
     write_json,
     write_parquet,
@@ -43,6 +46,9 @@ PREDICTION_COLUMNS = [
     "split", "ability", "idx", "kind", "prompt", "text", "letter_logprobs", "candidate_nll",
     "parsed", "correct", "expected",
 ]
+
+
+HASH_SETTLE_NS = 5 * 10**9  # S3 keeps whole seconds; margin for the store's clock against ours
 
 
 def eval_set_hash(sets: dict[tuple[str, str], list[Record]], limits: dict[str, int]) -> str:
@@ -56,11 +62,29 @@ def checkpoint_hash(path: str | StoragePath) -> str | None:
     files = sorted(p for p in model.glob("*") if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
     if not any(p.suffix in (".safetensors", ".bin") for p in files):
         return None
+    # Hashing reads every weight byte (tens of GB per checkpoint of a 33b model, from the object store
+    # when storage is one), so a node-local memo keeps each hash under the files' names, sizes and
+    # modification times. As git does with racy timestamps, a memo counts only for files last modified
+    # well before it was hashed: a rewrite within the store's mtime resolution is never missed.
+    stats = [(f.name, *size_and_mtime(f)) for f in files]
+    memo = cache_root() / "hashes" / f"{stable_hash([str(model), stats], 32)}.json"
+    try:
+        seen = read_json(memo)
+        if max(m for _, _, m in stats) < seen["hashed_at_ns"] - HASH_SETTLE_NS:
+            return seen["hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    started = time.time_ns()
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
         file_sha256(f, h)
-    return h.hexdigest()[:16]
+    digest = h.hexdigest()[:16]
+    try:
+        write_json(memo, {"hash": digest, "hashed_at_ns": started, "checkpoint": str(path)})
+    except OSError:
+        pass  # a read-only cache only costs the next run a re-hash
+    return digest
 
 
 def checkpoint_list(layout: Layout, cell_id: str) -> list[dict]:

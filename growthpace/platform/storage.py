@@ -193,6 +193,15 @@ def is_remote(path: StoragePath) -> bool:
     return isinstance(path, Location)
 
 
+def size_and_mtime(path: StoragePath) -> tuple[int, int]:
+    """(bytes, modification time in ns) of a file; object stores give whole seconds (S3) or better."""
+    if isinstance(path, Location):
+        info = path.fs.get_file_info(path.key)
+        return int(info.size or 0), int(info.mtime_ns or 0)
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
 def remove_tree(path: StoragePath) -> None:
     if isinstance(path, Location):
         path.rmtree()
