@@ -89,3 +89,64 @@ def test_backend_generate_first_step_logprobs_and_padding_invariance(tiny_model_
     with torch.no_grad():
         logp = torch.log_softmax(be.model(torch.tensor([prompts[0]])).logits[0, -1], -1)
     assert first[0][letters["A"]] == pytest.approx(logp[letters["A"]].item(), abs=1e-4)
+
+
+def _plain_tokenizer(tmp_path):
+    """A BPE tokenizer without the chat tokens, as a real base model's would be."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(["which organ pumps blood", "the heart pumps blood"] * 50, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_base_model_gains_chat_tokens_shard_by_shard(tmp_path, tied):
+    """An HF base model (bf16, sharded) gets the chat tokens: only the embedding shards are rewritten,
+    the other shards are the same files, dtypes stay, old rows are unchanged and new rows are the mean."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from growthpace.platform.models import ensure_base_model
+    from growthpace.platform.storage import Layout
+
+    tok = _plain_tokenizer(tmp_path)
+    cfg = llama_config(PRESETS["llama-nano"], len(tok))
+    cfg.tie_word_embeddings = tied
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16)
+    src = tmp_path / "hf-base"
+    model.save_pretrained(src, max_shard_size="40KB")
+    tok.save_pretrained(src)
+    shards = sorted(p.name for p in src.glob("*.safetensors"))
+    assert len(shards) > 2 and (src / "model.safetensors.index.json").is_file()
+
+    out = ensure_base_model(Layout(tmp_path / "store"), str(src), None, None, 0)
+    new_tok = AutoTokenizer.from_pretrained(out)
+    assert len(new_tok) > len(tok) and all(len(new_tok(t, add_special_tokens=False)["input_ids"]) == 1 for t in (USER, ASSISTANT, EOT))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    grown = {index["weight_map"][k] for k in index["weight_map"] if k.endswith(("embed_tokens.weight", "lm_head.weight"))}
+    for shard in shards:
+        same = (out / shard).read_bytes() == (src / shard).read_bytes()
+        assert same == (shard not in grown), shard
+    assert sum((out / s).stat().st_size for s in shards) - sum((src / s).stat().st_size for s in shards) \
+        == index["metadata"]["total_size"] - json.loads((src / "model.safetensors.index.json").read_text())["metadata"]["total_size"]
+
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.dtype == torch.bfloat16 and loaded.config.vocab_size == len(new_tok)
+    emb = loaded.get_input_embeddings().weight
+    old = model.get_input_embeddings().weight
+    assert torch.equal(emb[: len(tok)], old)
+    assert torch.equal(emb[len(tok):], old.float().mean(0, keepdim=True).to(old.dtype).expand(len(new_tok) - len(tok), -1))
+    if not tied:
+        assert torch.equal(loaded.lm_head.weight[: len(tok)], model.lm_head.weight)
+    weights = {k: v for s in grown for k, v in load_file(out / s).items()}
+    assert all(v.dtype == torch.bfloat16 for v in weights.values())
+    logits = loaded(input_ids=torch.tensor([[new_tok.convert_tokens_to_ids(USER), 5, 6]])).logits
+    assert logits.shape == (1, 3, len(new_tok)) and torch.isfinite(logits.float()).all()

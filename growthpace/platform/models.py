@@ -8,6 +8,7 @@ weights, as every cell of the study started from the same pre-trained model.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -181,12 +182,20 @@ def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, 
         tok = tokenizer
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(name)
-            import torch
-
-            model = AutoModelForCausalLM.from_pretrained(name, torch_dtype=torch.float32)
+            src = _model_folder(name)
+            tok = _add_chat_tokens(AutoTokenizer.from_pretrained(src))
         except OSError as e:
             raise ModelError(f"model {name!r}: cannot load: {e}") from None
+        if any(src.glob("*.safetensors")):
+            def save(d: Path) -> None:
+                extend_vocab(src, d, len(tok))
+                tok.save_pretrained(d)
+
+            _save_atomic(path, save)
+            return path
+        import torch  # .bin weights only: load the whole model (old checkpoints; needs its full size in RAM)
+
+        model = AutoModelForCausalLM.from_pretrained(src, torch_dtype=torch.float32)
         _add_chat_tokens(tok, model)
 
     def save(d: Path) -> None:
@@ -195,6 +204,72 @@ def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, 
 
     _save_atomic(path, save)
     return path
+
+
+def _model_folder(name: str) -> Path:
+    """A local folder with the model's files: the path itself, else the Hub snapshot (cached)."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
+
+
+_VOCAB_TENSORS = ("embed_tokens.weight", "lm_head.weight", "embed_out.weight", "wte.weight")
+
+
+def extend_vocab(src: Path, dst: Path, vocab: int) -> None:
+    """Copy a safetensors checkpoint from ``src`` to ``dst`` with its vocabulary grown to ``vocab`` rows.
+
+    The study adds chat tokens to a 7b-33b base model. Loading the model to resize it would need its
+    whole size in RAM on the driver (132 GB for 33b in fp32); here only the shards holding the input and
+    output embeddings are read, one at a time, and every other shard is linked or copied unchanged,
+    in its own dtype. New rows are the mean of the existing ones (deterministic, and a new token starts
+    where an average token is).
+    """
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    old = int(config.get("vocab_size") or 0)
+    index_path = src / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else None
+    shards = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
+    dst.mkdir(parents=True, exist_ok=True)
+    added = 0
+    for shard in shards:
+        with safe_open(str(src / shard), framework="pt") as f:
+            grow = [k for k in f.keys() if k.endswith(_VOCAB_TENSORS) and f.get_slice(k).get_shape()[0] == old]
+            if vocab <= old or not grow:
+                pass
+            else:
+                tensors, meta = {}, f.metadata() or {"format": "pt"}
+                for k in f.keys():
+                    t = f.get_tensor(k)
+                    if k in grow:
+                        mean = t.float().mean(dim=0, keepdim=True).to(t.dtype)
+                        t = torch.cat([t, mean.expand(vocab - old, -1)], dim=0).contiguous()
+                        added += (vocab - old) * t.shape[1] * t.element_size()
+                    tensors[k] = t
+                save_file(tensors, str(dst / shard), metadata=meta)
+                del tensors
+                continue
+        try:
+            os.link(src / shard, dst / shard)  # same filesystem: no copy of tens of GB
+        except OSError:
+            shutil.copyfile(src / shard, dst / shard)
+    for extra in src.iterdir():  # configs, generation settings; the tokenizer is saved by the caller
+        if extra.is_file() and extra.suffix == ".json" and not (dst / extra.name).exists():
+            shutil.copyfile(extra, dst / extra.name)
+    if index:
+        index.setdefault("metadata", {})["total_size"] = int(index.get("metadata", {}).get("total_size", 0)) + added
+        (dst / index_path.name).write_text(json.dumps(index, indent=2), encoding="utf-8")
+    config["vocab_size"] = max(old, vocab)
+    (dst / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def _save_atomic(path: StoragePath, save) -> None:
