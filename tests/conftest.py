@@ -19,6 +19,34 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_dir(small_data, tmp_path_factory) -> Path:
+    """A tiny model (HF folder) nudged towards the data, so verdicts are not all ties of a random model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
+    from growthpace.platform.records import read_split
+
+    recs = [r for rs in read_split(small_data, "1000").values() for r in rs]
+    tok = train_tokenizer(recs)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(llama_config(PRESETS["llama-nano"], len(tok)))
+    enc = ChatEncoder(tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(30):
+        ids, labels = enc.example(recs[(step * 7) % len(recs)].messages, 128)
+        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    d = tmp_path_factory.mktemp("trained")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One real local Ray cluster for every integration test of the session."""
     import ray

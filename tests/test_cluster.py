@@ -367,12 +367,15 @@ def test_object_store_storage_is_accepted_with_a_tracking_server(tmp_path, stora
         ("ftp://host/x", "http://127.0.0.1:5000", r"field 'storage'.*not an object store URI"),
         ("s3://", "http://127.0.0.1:5000", r"field 'storage'.*not an object store URI"),
         ("s3://bucket/../x", "http://127.0.0.1:5000", r"field 'storage'.*'\.' and '\.\.'"),
+        ("s3://bucket/x", "http://127.0.0.1:5000", r"evaluation\.vllm_pipeline: 'processor' needs storage"),
     ],
 )
 def test_bad_storage_uris_name_the_field(tmp_path, storage, tracking, message):
     raw = yaml.safe_load((REPO / "experiments" / "doit.yaml").read_text())
     raw["storage"] = storage
     raw["tracking"] = {"uri": tracking} if tracking else {}
+    if "vllm_pipeline" in message:
+        raw.setdefault("evaluation", {})["vllm_pipeline"] = "processor"
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match=message):

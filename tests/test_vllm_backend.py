@@ -2,40 +2,13 @@
 and of every verdict. Runs for real; skipped only where vLLM is not installed."""
 
 import pytest
-import torch
 
 from growthpace.evaluators.checkpoint import predict
 from growthpace.evaluators.scoring import score
 from growthpace.platform.data import load_eval_sets  # noqa: F401  (import check)
-from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
 from growthpace.platform.records import read_ood, read_split
 
 pytest.importorskip("vllm")
-
-
-@pytest.fixture(scope="module")
-def trained_dir(small_data, tmp_path_factory):
-    """A tiny model nudged towards the data, so verdicts are not all ties of a random model."""
-    from transformers import AutoModelForCausalLM
-
-    from growthpace.platform.chat import ChatEncoder
-
-    recs = [r for rs in read_split(small_data, "1000").values() for r in rs]
-    tok = train_tokenizer(recs)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(llama_config(PRESETS["llama-nano"], len(tok)))
-    enc = ChatEncoder(tok)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(30):
-        ids, labels = enc.example(recs[(step * 7) % len(recs)].messages, 128)
-        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    d = tmp_path_factory.mktemp("trained")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")

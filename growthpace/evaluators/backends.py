@@ -41,3 +41,30 @@ def load(name: str, model_dir: str | Path, batch_size: int, max_length: int = 10
     from growthpace.evaluators.transformers_backend import TransformersBackend
 
     return TransformersBackend(model_dir, batch_size=batch_size, max_length=max_length)
+
+
+PIPELINES = ("auto", "processor", "actor")
+
+
+def resolve_pipeline(
+    name: str, gpus_per_actor: float, backend: str | None = None, remote_storage: bool = False
+) -> tuple[str, str]:
+    """(how a vllm backend scores, why): `processor` (ray.data.llm, one engine per checkpoint) or `actor`
+    (the engine inside the scoring actor). `auto`: processor when scoring runs on GPUs, actor on CPUs.
+    With ``backend`` given and not vllm, always `actor` (the setting does not apply). The processor's
+    engine loads weights from a path its node sees, so storage in an object store means `actor` (which
+    copies each checkpoint to its own node first)."""
+    if name not in PIPELINES:
+        raise ValueError(f"evaluation.vllm_pipeline must be one of {', '.join(PIPELINES)}, got {name!r}")
+    if backend is not None and backend != "vllm":
+        return "actor", f"backend is {backend}; evaluation.vllm_pipeline only applies to vllm"
+    if remote_storage:
+        if name == "processor":
+            raise ValueError("evaluation.vllm_pipeline: 'processor' needs storage on a filesystem every node "
+                             "mounts; with an object store use 'actor' or 'auto'")
+        return "actor", "storage is an object store: each scoring actor copies the checkpoint to its node"
+    if name != "auto":
+        return name, "asked for in the spec"
+    if gpus_per_actor > 0:
+        return "processor", f"auto: scoring runs on GPUs ({gpus_per_actor:g} per engine), ray.data.llm vLLM processor"
+    return "actor", "auto: scoring runs on CPUs, the engine stays inside the scoring actor"

@@ -197,6 +197,35 @@ def stored_key(layout: Layout, cell_id: str, epoch: int) -> str | None:
     return read_json(meta)["key"] if meta.exists() else None
 
 
+def flatten_sets(sets: dict[tuple[str, str], list[Record]]) -> tuple[list[tuple[str, str]], list[Record]]:
+    """Every eval item in one list, with its (split, ability): the order predictions come back in."""
+    keys, flat = [], []
+    for key, records in sets.items():
+        keys += [key] * len(records)
+        flat += records
+    return keys, flat
+
+
+def prediction_rows(cell_id, epoch, key, backend: str, keys: list[tuple[str, str]], flat: list[Record], preds) -> dict[str, list]:
+    """One checkpoint's prediction rows (columns as lists), scored; both scoring pipelines build them here."""
+    from growthpace.evaluators.scoring import question_kind, score
+
+    out: dict[str, list] = {c: [] for c in ["cell_id", "epoch", "key", "backend", *PREDICTION_COLUMNS]}
+    for (split, ability), r, p in zip(keys, flat, preds):
+        v = score(r, p)
+        row = {
+            "cell_id": str(cell_id), "epoch": int(epoch), "key": str(key), "backend": backend,
+            "split": split, "ability": ability, "idx": r.idx, "kind": question_kind(r),
+            "prompt": r.prompt[-1][1], "text": p.text,
+            "letter_logprobs": json.dumps(p.letter_logprobs) if p.letter_logprobs else None,
+            "candidate_nll": list(p.candidate_nll) if p.candidate_nll else None,
+            "parsed": v.parsed, "correct": bool(v.correct), "expected": float(v.expected),
+        }
+        for c, x in row.items():
+            out[c].append(x)
+    return out
+
+
 class CheckpointScorer:
     """A Ray Data actor: checkpoints in, one prediction row per item out."""
 
@@ -211,30 +240,16 @@ class CheckpointScorer:
 
         from growthpace.evaluators.backends import load
         from growthpace.evaluators.checkpoint import predict
-        from growthpace.evaluators.scoring import question_kind, score
 
         torch.set_num_threads(1)
-        keys, flat = [], []
-        for key, records in self.sets.items():
-            keys += [key] * len(records)
-            flat += records
+        keys, flat = flatten_sets(self.sets)
         out: dict[str, list] = {c: [] for c in ["cell_id", "epoch", "key", "backend", *PREDICTION_COLUMNS]}
         for cell_id, epoch, path, key in zip(batch["cell_id"], batch["epoch"], batch["path"], batch["key"]):
             engine = load(self.backend, localize(as_location(path) / "model"), self.batch_size)
             preds = predict(engine, flat, self.limits)
             engine.close()
-            for (split, ability), r, p in zip(keys, flat, preds):
-                v = score(r, p)
-                row = {
-                    "cell_id": str(cell_id), "epoch": int(epoch), "key": str(key), "backend": self.backend,
-                    "split": split, "ability": ability, "idx": r.idx, "kind": question_kind(r),
-                    "prompt": r.prompt[-1][1], "text": p.text,
-                    "letter_logprobs": json.dumps(p.letter_logprobs) if p.letter_logprobs else None,
-                    "candidate_nll": list(p.candidate_nll) if p.candidate_nll else None,
-                    "parsed": v.parsed, "correct": bool(v.correct), "expected": float(v.expected),
-                }
-                for c, x in row.items():
-                    out[c].append(x)
+            for c, xs in prediction_rows(cell_id, epoch, key, self.backend, keys, flat, preds).items():
+                out[c] += xs
         return out
 
 
@@ -292,14 +307,21 @@ def evaluate(
     limits: dict[str, int] | None = None,
     num_gpus: float = 0.0,
     on_scored=None,
+    pipeline: str = "actor",
 ) -> tuple[int, int]:
-    """Score every checkpoint without a current result; returns (scored, skipped)."""
+    """Score every checkpoint without a current result; returns (scored, skipped).
+    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (evaluate_with_processor)."""
     import ray.data
 
     limits = limits or {}
     todo, done = plan_scoring(cells, layout, eval_set_hash(sets, limits))
     if not todo:
         return 0, done
+    if backend == "vllm" and pipeline == "processor":
+        return evaluate_with_processor(
+            todo, layout, sets, batch_size=batch_size, limits=limits, num_gpus=num_gpus, on_scored=on_scored,
+            concurrency=concurrency,
+        ), done
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
         CheckpointScorer,
@@ -401,6 +423,50 @@ def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
     out = pl.concat(frames, how="vertical_relaxed").sort(["cell_id", "epoch", "split", "ability"])
     write_parquet(layout.scores, out)
     return out
+
+
+def evaluate_with_processor(
+    todo: list[dict],
+    layout: Layout,
+    sets: dict[tuple[str, str], list[Record]],
+    *,
+    batch_size: int,
+    limits: dict[str, int] | None = None,
+    num_gpus: float = 0.0,
+    max_length: int = 1024,
+    on_scored=None,
+    concurrency: int = 1,
+) -> int:
+    """The `processor` pipeline: the checkpoints of ``todo`` (rows of plan_scoring), each through its own
+    ray.data.llm vLLM processor (one engine, gone before that checkpoint's result is stored), up to
+    ``concurrency`` checkpoints at once (one engine each, e.g. one per GPU); the same prediction rows,
+    files and ``on_scored`` calls as the actor pipeline, written from this thread. Returns how many
+    checkpoints were scored."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from growthpace.evaluators.llm_processor import predict_with_processor
+
+    keys, flat = flatten_sets(sets)
+    for ck in todo:
+        if "://" in str(ck["path"]):
+            raise ValueError(f"{ck['path']}: the processor pipeline loads checkpoints by path from a filesystem "
+                             "every node mounts; set evaluation.vllm_pipeline: actor for object-store storage")
+
+    def one(ck: dict):
+        return predict_with_processor(Path(ck["path"]) / "model", flat, limits or {}, batch_size=batch_size,
+                                      gpus=num_gpus, max_length=max_length)
+
+    with Progress(transient=True, console=console) as progress, ThreadPoolExecutor(max(1, concurrency)) as pool:
+        task = progress.add_task("scoring checkpoints (vllm, ray.data.llm processor)", total=len(todo))
+        futures = {pool.submit(one, ck): ck for ck in todo}
+        for done in as_completed(futures):
+            ck = futures[done]
+            part = pl.DataFrame(prediction_rows(ck["cell_id"], ck["epoch"], ck["key"], "vllm", keys, flat, done.result()))
+            scores = _store(layout, ck["cell_id"], ck["epoch"], ck["key"], part)
+            if on_scored:
+                on_scored(ck["cell_id"], ck["epoch"], scores)
+            progress.advance(task)
+    return len(todo)
 
 
 if __name__ == "__main__":

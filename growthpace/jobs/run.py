@@ -82,7 +82,7 @@ class Scoring:
     """Scores what is trained: once (`evaluate`), or in a loop beside a running sweep (streaming)."""
 
     def __init__(self, spec: Spec, study: Study):
-        from growthpace.evaluators.backends import resolve
+        from growthpace.evaluators.backends import resolve, resolve_pipeline
 
         self.spec, self.study = spec, study
         self.tracker, _, self.run_ids = _tracker(study)
@@ -92,6 +92,9 @@ class Scoring:
         largest = max(describe(m.name, study.tokenizer)[0] for m in spec.models)
         self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=spec.evaluation.gpus_per_actor > 0)
         console.print(f"evaluate: backend {self.backend} ({why})")
+        self.pipeline, why = resolve_pipeline(spec.evaluation.vllm_pipeline, spec.evaluation.gpus_per_actor, self.backend,
+                                             remote_storage=study.layout.remote)
+        console.print(f"evaluate: pipeline {self.pipeline} ({why})")
         self.scored = self.skipped = 0
         self.finished: set[str] = set()
 
@@ -104,7 +107,7 @@ class Scoring:
         scored, skipped = evaluate(
             self.study.cells, layout, self.sets,
             backend=self.backend, batch_size=ev.batch_size, concurrency=ev.concurrency,
-            limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor, on_scored=self._log,
+            limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor, on_scored=self._log, pipeline=self.pipeline,
         )
         self.scored += scored
         self.skipped = skipped if not scored else self.skipped

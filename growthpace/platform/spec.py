@@ -307,6 +307,11 @@ class Spec(_Strict):
                 "store is a sqlite file under storage, which an object store cannot hold; set the team's MLflow "
                 "server (http://...) or a sqlite:/// file on a disk every process of the study sees"
             )
+        if "://" in self.storage and self.evaluation.vllm_pipeline == "processor":
+            raise ValueError(
+                "evaluation.vllm_pipeline: 'processor' needs storage on a filesystem every node mounts "
+                f"(its engine loads weights by path); with storage {self.storage} use 'actor' or 'auto'"
+            )
         return self
 
     @property
