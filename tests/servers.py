@@ -37,37 +37,40 @@ def stop_tree(pid: int, timeout: float = 30) -> None:
     psutil.wait_procs(procs, timeout=timeout)
 
 
-class MlflowServer:
-    """`mlflow server` with a sqlite store in ``folder``; start() again reuses the same store."""
+class _Service:
+    """A server process of ours: started, polled until ``ready()`` answers, stopped by its PID tree."""
+
+    name = "service"
+    log_name = "server.log"
+    poll_s = 1.0
 
     def __init__(self, folder: Path, port: int | None = None):
         self.folder = Path(folder)
         self.port = port or free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180) -> "MlflowServer":
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 180, env: dict | None = None):
         self.folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        log = open(self.folder / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-             "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-        )
+        log = open(self.folder / self.log_name, "ab")
+        self.proc = subprocess.Popen(self.command(), env={**os.environ, **(env or {})}, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.time() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as r:
-                    if r.status == 200:
-                        return self
+                if self.ready():
+                    return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
                 self.stop()
-                raise RuntimeError(f"mlflow server did not come up:\n{(self.folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(1)
+                raise RuntimeError(f"{self.name} did not come up:\n{(self.folder / self.log_name).read_text()[-3000:]}")
+            time.sleep(self.poll_s)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -76,13 +79,38 @@ class MlflowServer:
             self.proc = None
 
 
-class S3Server:
+class MlflowServer(_Service):
+    """`mlflow server` with a sqlite store in ``folder``; start() again reuses the same store."""
+
+    name = "mlflow server"
+
+    def __init__(self, folder: Path, port: int | None = None):
+        super().__init__(folder, port)
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+                "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
+                "--port", str(self.port), "--workers", "1"]
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as r:
+            return r.status == 200
+
+    def start(self, timeout: float = 180) -> "MlflowServer":
+        return super().start(timeout, env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+class S3Server(_Service):
     """An S3-compatible server (moto's `moto_server`) on 127.0.0.1 with one bucket; ``env`` points the
     AWS SDKs and pyarrow at it, as AWS_ENDPOINT_URL does for MinIO or any other S3 service."""
 
+    name = "moto_server"
+    log_name = "s3.log"
+    poll_s = 0.3
+
     def __init__(self, folder: Path, bucket: str = "growthpace-test"):
-        self.folder = Path(folder)
-        self.port = free_port()
+        super().__init__(folder)
         self.bucket = bucket
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -92,31 +120,14 @@ class S3Server:
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
-        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def ready(self) -> bool:  # creating the bucket is the readiness probe
+        req = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status == 200
 
     def start(self, timeout: float = 60) -> "S3Server":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        log = open(self.folder / "s3.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-        )
-        deadline = time.time() + timeout
-        while True:
-            try:  # creating the bucket is the readiness probe
-                req = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"moto_server did not come up:\n{(self.folder / 's3.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_tree(self.proc.pid)
-            self.proc.wait(timeout=30)
-            self.proc = None
+        return super().start(timeout)
