@@ -244,24 +244,22 @@ def extend_vocab(src: Path, dst: Path, vocab: int) -> None:
     for shard in shards:
         with safe_open(str(src / shard), framework="pt") as f:
             grow = [k for k in f.keys() if k.endswith(_VOCAB_TENSORS) and f.get_slice(k).get_shape()[0] == old]
-            if vocab <= old or not grow:
-                pass
-            else:
-                tensors, meta = {}, f.metadata() or {"format": "pt"}
-                for k in f.keys():
-                    t = f.get_tensor(k)
-                    if k in grow:
-                        mean = t.float().mean(dim=0, keepdim=True).to(t.dtype)
-                        t = torch.cat([t, mean.expand(vocab - old, -1)], dim=0).contiguous()
-                        added += (vocab - old) * t.shape[1] * t.element_size()
-                    tensors[k] = t
-                save_file(tensors, str(dst / shard), metadata=meta)
-                del tensors
-                continue
-        try:
-            os.link(src / shard, dst / shard)  # same filesystem: no copy of tens of GB
-        except OSError:
-            shutil.copyfile(src / shard, dst / shard)
+            if vocab > old and grow:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                meta = f.metadata() or {"format": "pt"}
+        if not (vocab > old and grow):
+            try:
+                os.link(src / shard, dst / shard)  # same filesystem: no copy of tens of GB
+            except OSError:
+                shutil.copyfile(src / shard, dst / shard)
+            continue
+        for k in grow:
+            t = tensors[k]
+            mean = t.float().mean(dim=0, keepdim=True).to(t.dtype)
+            tensors[k] = torch.cat([t, mean.expand(vocab - old, -1)], dim=0).contiguous()
+            added += (vocab - old) * t.shape[1] * t.element_size()
+        save_file(tensors, str(dst / shard), metadata=meta)
+        del tensors
     for extra in src.iterdir():  # configs, generation settings; the tokenizer is saved by the caller
         if extra.is_file() and extra.suffix == ".json" and not (dst / extra.name).exists():
             shutil.copyfile(extra, dst / extra.name)
