@@ -431,7 +431,7 @@ def test_good_spec_plans(tmp_path, small_data):
 
 def test_good_and_retained_checkpoints_pass_preflight(tmp_path, small_data, tiny_checkpoint):
     """A whole checkpoint passes; so does one whose weights retention deleted after it was scored."""
-    from growthpace.jobs.evaluate import check_checkpoints, plan_scoring
+    from growthpace.evaluators.results import check_checkpoints, plan_scoring
     from growthpace.jobs.study import check_inputs
     from growthpace.platform.cells import expand
     from growthpace.platform.data import load_dataset

@@ -136,7 +136,7 @@ def _safetensors(tmp_path) -> bytes:
 
 
 def test_safetensors_header_check_reads_no_weights(root, tmp_path):
-    from growthpace.jobs.evaluate import safetensors_problem
+    from growthpace.platform.checkpoints import safetensors_problem
 
     good = _safetensors(tmp_path)
     storage.write_bytes(root / "good.safetensors", good)
@@ -151,7 +151,7 @@ def test_safetensors_header_check_reads_no_weights(root, tmp_path):
 
 def test_checkpoint_checks_and_hash_in_the_store(root, tmp_path):
     """The evaluate pre-flight and the content key work on a checkpoint that lives in the store."""
-    from growthpace.jobs.evaluate import check_checkpoint, checkpoint_hash
+    from growthpace.platform.checkpoints import check_checkpoint, checkpoint_hash
     from growthpace.platform.storage import CheckpointError
 
     ck = root / "checkpoint_000001"
@@ -172,7 +172,7 @@ def test_checkpoint_checks_and_hash_in_the_store(root, tmp_path):
 def test_checkpoint_hash_memo_rereads_nothing_once_weights_settled(tmp_path, monkeypatch):
     import time
 
-    from growthpace.jobs import evaluate
+    from growthpace.platform import checkpoints
 
     monkeypatch.setenv("GROWTHPACE_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "ck" / "model"
@@ -180,16 +180,16 @@ def test_checkpoint_hash_memo_rereads_nothing_once_weights_settled(tmp_path, mon
     (model / "model.safetensors").write_bytes(b"a" * 100)
     (model / "config.json").write_text("{}")
     reads = []
-    real = evaluate.file_sha256
-    monkeypatch.setattr(evaluate, "file_sha256", lambda f, h: (reads.append(f.name), real(f, h))[1])
-    first = evaluate.checkpoint_hash(tmp_path / "ck")
-    assert evaluate.checkpoint_hash(tmp_path / "ck") == first and len(reads) == 4  # just written: memo not trusted
+    real = checkpoints.file_sha256
+    monkeypatch.setattr(checkpoints, "file_sha256", lambda f, h: (reads.append(f.name), real(f, h))[1])
+    first = checkpoints.checkpoint_hash(tmp_path / "ck")
+    assert checkpoints.checkpoint_hash(tmp_path / "ck") == first and len(reads) == 4  # just written: memo not trusted
     old = time.time() - 60
     for f in model.iterdir():
         os.utime(f, (old, old))
     reads.clear()
-    assert evaluate.checkpoint_hash(tmp_path / "ck") == first and reads  # new times: hashed again, memo written
+    assert checkpoints.checkpoint_hash(tmp_path / "ck") == first and reads  # new times: hashed again, memo written
     reads.clear()
-    assert evaluate.checkpoint_hash(tmp_path / "ck") == first and reads == []  # settled: from the memo
+    assert checkpoints.checkpoint_hash(tmp_path / "ck") == first and reads == []  # settled: from the memo
     (model / "model.safetensors").write_bytes(b"b" * 100)  # same size, new bytes
-    assert evaluate.checkpoint_hash(tmp_path / "ck") != first
+    assert checkpoints.checkpoint_hash(tmp_path / "ck") != first

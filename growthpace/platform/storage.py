@@ -34,7 +34,7 @@ class PathError(ValueError):
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be scored (jobs/evaluate.py check_checkpoint): names the checkpoint and the file."""
+    """A checkpoint that cannot be scored (platform/checkpoints.py check_checkpoint): names the checkpoint and the file."""
 
 
 def safe_name(name: str, what: str) -> str:
@@ -334,6 +334,12 @@ def upload_tree(local: Path, dest: StoragePath, last: tuple[str, ...] = ()) -> N
 class Layout:
     """Paths under a study's storage directory: a local folder or an object store prefix."""
 
+    # Inside one epoch checkpoint (Ray Train's checkpoint_NNNNNN, wherever its list puts it): the HF
+    # model evaluation loads, the DeepSpeed state training resumes from, and the epoch it ends.
+    CHECKPOINT_MODEL = "model"
+    CHECKPOINT_STATE = "deepspeed"
+    CHECKPOINT_EPOCH = "epoch.json"
+
     def __init__(self, root: "str | StoragePath"):
         self.root = as_location(root)
 
@@ -360,8 +366,20 @@ class Layout:
     def cell_scores(self, cell_id: str, epoch: int) -> StoragePath:
         return self.cell(cell_id) / "scores" / f"epoch_{epoch:03d}.parquet"
 
+    def cell_result(self, cell_id: str, epoch: int) -> StoragePath:
+        """The result key of one epoch's predictions and scores, written after both: its presence means whole."""
+        return self.cell_scores(cell_id, epoch).with_suffix(".json")
+
     def cell_predictions(self, cell_id: str, epoch: int) -> StoragePath:
         return self.cell(cell_id) / "predictions" / f"epoch_{epoch:03d}.parquet"
+
+    def cell_prediction_files(self, cell_id: str) -> list[StoragePath]:
+        folder = self.cell(cell_id) / "predictions"
+        return sorted(folder.glob("epoch_*.parquet")) if folder.is_dir() else []
+
+    def cell_score_files(self, cell_id: str) -> list[StoragePath]:
+        folder = self.cell(cell_id) / "scores"
+        return sorted(folder.glob("epoch_*.parquet")) if folder.is_dir() else []
 
     def base_model(self, key: str) -> StoragePath:
         return self.root / "base" / safe_name(key, "base model key")

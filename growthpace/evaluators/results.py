@@ -1,0 +1,205 @@
+"""The result store: what a scored checkpoint leaves in storage, and under which key.
+
+One checkpoint's result is three files under ``cells/<id>/`` (names in ``Layout``)::
+
+    predictions/epoch_NNN.parquet   one row per item: prompt, reply, letter log-probs, candidate NLLs,
+                                    parsed answer, verdict, random baseline
+    scores/epoch_NNN.parquet        per (split, ability): score and baseline in percent, items
+    scores/epoch_NNN.json           {"key", "backend"}, written last: its presence means both are whole
+
+The key is (checkpoint content hash, eval set hash, scorer version), as a Marin executor step's
+output is found by the hash of its inputs: a finished key is never recomputed, weights changed at the
+same path get a new key, and a new scorer re-scores stored predictions (``rescore``) without a model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from growthpace.evaluators.scoring import SCORER_VERSION, Prediction, question_kind, score
+from growthpace.platform.cells import Cell
+from growthpace.platform.checkpoints import check_checkpoint, checkpoint_hash, checkpoint_list
+from growthpace.platform.records import Record
+from growthpace.platform.storage import Layout, read_json, read_parquet, stable_hash, write_json, write_parquet
+
+EvalSets = dict[tuple[str, str], list[Record]]  # (split, ability) -> records
+PREDICTION_COLUMNS = [
+    "split", "ability", "idx", "kind", "prompt", "text", "letter_logprobs", "candidate_nll",
+    "parsed", "correct", "expected",
+]
+ROW_COLUMNS = ["cell_id", "epoch", "key", "backend", *PREDICTION_COLUMNS]
+
+
+def eval_set_hash(sets: EvalSets, limits: dict[str, int]) -> str:
+    items = [[s, a, [r.to_json() for r in recs]] for (s, a), recs in sorted(sets.items())]
+    return stable_hash([items, sorted(limits.items())], 16)
+
+
+def result_key(ck_hash: str, set_hash: str) -> str:
+    return f"{ck_hash}-{set_hash}-{SCORER_VERSION}"
+
+
+def stored_key(layout: Layout, cell_id: str, epoch: int) -> str | None:
+    meta = layout.cell_result(cell_id, epoch)
+    return read_json(meta)["key"] if meta.exists() else None
+
+
+def flatten_sets(sets: EvalSets) -> tuple[list[tuple[str, str]], list[Record]]:
+    """Every eval item in one list, with its (split, ability): the order predictions come back in."""
+    keys, flat = [], []
+    for key, records in sets.items():
+        keys += [key] * len(records)
+        flat += records
+    return keys, flat
+
+
+def prediction_rows(cell_id, epoch, key, backend: str, keys: list[tuple[str, str]], flat: list[Record], preds) -> dict[str, list]:
+    """One checkpoint's prediction rows (columns as lists), scored; every pipeline builds them here."""
+    out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
+    for (split, ability), r, p in zip(keys, flat, preds):
+        v = score(r, p)
+        row = {
+            "cell_id": str(cell_id), "epoch": int(epoch), "key": str(key), "backend": backend,
+            "split": split, "ability": ability, "idx": r.idx, "kind": question_kind(r),
+            "prompt": r.prompt[-1][1], "text": p.text,
+            "letter_logprobs": json.dumps(p.letter_logprobs) if p.letter_logprobs else None,
+            "candidate_nll": list(p.candidate_nll) if p.candidate_nll else None,
+            "parsed": v.parsed, "correct": bool(v.correct), "expected": float(v.expected),
+        }
+        for c, x in row.items():
+            out[c].append(x)
+    return out
+
+
+def scores_from_predictions(preds: pl.DataFrame) -> pl.DataFrame:
+    """Per (cell, epoch, split, ability): score and random baseline in percent, item count."""
+    return (
+        preds.group_by(["cell_id", "epoch", "split", "ability"], maintain_order=True)
+        .agg(
+            score=pl.col("correct").cast(pl.Float64).mean() * 100,
+            expected=pl.col("expected").mean() * 100,
+            items=pl.len().cast(pl.Int64),
+        )
+    )
+
+
+def store(layout: Layout, cell_id: str, epoch: int, key: str, preds: pl.DataFrame) -> pl.DataFrame:
+    """Predictions, then scores, then the key file last: a key on disk means both files are whole."""
+    scores = scores_from_predictions(preds)
+    write_parquet(layout.cell_predictions(cell_id, epoch), preds)
+    write_parquet(layout.cell_scores(cell_id, epoch), scores)
+    write_json(layout.cell_result(cell_id, epoch), {"key": key, "backend": preds["backend"][0]})
+    return scores
+
+
+@dataclass
+class Pending:
+    """What ``pending`` found: checkpoints without a current result, how many have one, and the cells
+    with a checkpoint list and nothing left to score once ``todo`` is stored."""
+
+    todo: list[dict] = field(default_factory=list)
+    done: int = 0
+    trained: list[str] = field(default_factory=list)
+
+
+def pending(cells: list[Cell], layout: Layout, set_hash: str) -> Pending:
+    """Every trained cell's checkpoints, checked and hashed once: which lack a result under their current key."""
+    out = Pending()
+    for cell in cells:
+        if not layout.cell_checkpoints(cell.cell_id).exists():
+            continue
+        out.trained.append(cell.cell_id)
+        for ck in checkpoint_list(layout, cell.cell_id):
+            have = stored_key(layout, cell.cell_id, ck["epoch"])
+            whole = check_checkpoint(ck["path"], scored=have is not None)  # files gone before scoring: an error
+            ck_hash = checkpoint_hash(ck["path"]) if whole else None
+            if ck_hash is None:  # weights removed by retention after scoring: the stored result is final
+                out.done += 1
+                continue
+            key = result_key(ck_hash, set_hash)
+            if have == key:
+                out.done += 1
+            else:
+                out.todo.append({"cell_id": cell.cell_id, "epoch": ck["epoch"], "path": ck["path"], "key": key})
+    return out
+
+
+def plan_scoring(cells: list[Cell], layout: Layout, set_hash: str) -> tuple[list[dict], int]:
+    """(checkpoints whose current key has no stored result, number already scored)."""
+    found = pending(cells, layout, set_hash)
+    return found.todo, found.done
+
+
+def check_checkpoints(cells: list[Cell], layout: Layout) -> int:
+    """Pre-flight of every trained cell's checkpoints (before anything is written); returns how many."""
+    n = 0
+    for cell in cells:
+        if not layout.cell_checkpoints(cell.cell_id).exists():
+            continue
+        for ck in checkpoint_list(layout, cell.cell_id):
+            check_checkpoint(ck["path"], scored=stored_key(layout, cell.cell_id, ck["epoch"]) is not None)
+            n += 1
+    return n
+
+
+@dataclass
+class Rescored:
+    """What ``rescore`` changed: files rewritten, and verdicts that flipped, per question kind."""
+
+    files: int = 0
+    verdicts: int = 0
+    changed: Counter = field(default_factory=Counter)
+
+
+def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str, int]) -> Rescored:
+    """Re-apply the current scorers to stored predictions (no model is run)."""
+    by_key = {(s, a, r.idx): r for (s, a), recs in sets.items() for r in recs}
+    set_hash = eval_set_hash(sets, limits)
+    out = Rescored()
+    for cell in cells:
+        for f in layout.cell_prediction_files(cell.cell_id):
+            preds = read_parquet(f)
+            rows = preds.to_dicts()
+            for row in rows:
+                record = by_key.get((row["split"], row["ability"], row["idx"]))
+                if record is None:
+                    raise ValueError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets")
+                p = Prediction(
+                    text=row["text"] or "",
+                    letter_logprobs=json.loads(row["letter_logprobs"]) if row["letter_logprobs"] else None,
+                    candidate_nll=tuple(row["candidate_nll"]) if row["candidate_nll"] is not None else None,
+                )
+                v = score(record, p)
+                kind = question_kind(record)
+                if bool(v.correct) != bool(row["correct"]):
+                    out.changed[kind] += 1
+                out.verdicts += 1
+                row.update(kind=kind, parsed=v.parsed, correct=bool(v.correct), expected=float(v.expected))
+            ck_hash = rows[0]["key"].split("-")[0]
+            key = result_key(ck_hash, set_hash)
+            new = pl.DataFrame(rows, schema=preds.schema).with_columns(key=pl.lit(key))
+            store(layout, cell.cell_id, int(rows[0]["epoch"]), key, new)
+            out.files += 1
+    return out
+
+
+def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
+    """scores.parquet: one row per (cell, epoch, split, ability), with the cell's settings."""
+    frames = []
+    for cell in cells:
+        files = layout.cell_score_files(cell.cell_id)
+        if not files:
+            continue
+        params = cell.params()
+        meta = {k: params[k] for k in ("model", "size", "source", "volume", "mix", "seed", "epochs")}
+        part = pl.concat([read_parquet(f) for f in files])
+        frames.append(part.with_columns(**{k: pl.lit(v) for k, v in meta.items()}))
+    if not frames:
+        return pl.DataFrame()
+    out = pl.concat(frames, how="vertical_relaxed").sort(["cell_id", "epoch", "split", "ability"])
+    write_parquet(layout.scores, out)
+    return out
