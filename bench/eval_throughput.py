@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, question_kind, score  # noqa: E402
+from growthpace.platform.checkpoints import model_dir as checkpoint_model  # noqa: E402
 from growthpace.platform.records import Record  # noqa: E402
 
 LOCAL = ROOT / "runs" / "local"
@@ -66,7 +67,7 @@ def pick_checkpoint() -> Path | None:
         if not cks:
             continue
         last = max(cks, key=lambda c: c["epoch"])
-        model = Path(last["path"]) / "model"
+        model = Path(checkpoint_model(last["path"]))
         if not (model / "config.json").is_file():
             continue
         cfg = json.loads((model / "config.json").read_text())
@@ -173,7 +174,7 @@ def original_predict(model_dir: Path, records: list[Record], limits: dict[str, i
 def project_predict(backend_name: str, model_dir: Path, records: list[Record], limits: dict[str, int],
                     batch_size: int, warmup: int = 0, by_kind: bool = False):
     from growthpace.evaluators.backends import load
-    from growthpace.evaluators.checkpoint import predict
+    from growthpace.evaluators.requests import predict
 
     t0 = time.perf_counter()
     backend = load(backend_name, model_dir, batch_size)

@@ -1,4 +1,4 @@
-"""The `growthpace` command. Bad input: one error naming file:line or field, exit code 2."""
+"""The `growthpace` command (`python -m growthpace`). Bad input: one error naming file:line or field, exit code 2."""
 
 from __future__ import annotations
 
@@ -14,29 +14,16 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 
-def _input_errors() -> tuple[type[Exception], ...]:
-    from growthpace.platform.allocation import AllocationError
-    from growthpace.platform.models import ModelError
-    from growthpace.platform.records import DataError
-    from growthpace.platform.spec import SpecError
-    from growthpace.platform.tracking import TrackingError
-    from growthpace.platform.storage import CheckpointError, PathError
-
-    return (SpecError, DataError, AllocationError, ModelError, FileNotFoundError, TrackingError, CheckpointError, PathError)
-
-
 def _guard(fn):
-    try:
-        return fn()
-    except _input_errors() as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
+    from growthpace.jobs.entry import guard
+
+    return guard(fn)
 
 
 def _spec(path: Path):
-    from growthpace.platform.spec import load_spec
+    from growthpace.jobs.entry import load_spec
 
-    return _guard(lambda: load_spec(path))
+    return load_spec(path)
 
 
 @app.command()
@@ -126,7 +113,7 @@ def sweep(spec: Path) -> None:
 @app.command()
 def evaluate(spec: Path) -> None:
     """Score every checkpoint not scored yet; write scores.parquet."""
-    from growthpace.jobs.run import run_evaluate
+    from growthpace.jobs.evaluate import run_evaluate
 
     s = _spec(spec)
     _guard(lambda: run_evaluate(s))
@@ -143,8 +130,8 @@ def sync(spec: Path) -> None:
 
 @app.command()
 def rescore(spec: Path) -> None:
-    """Re-apply the scorers to stored predictions, without running any model."""
-    from growthpace.jobs.run import run_rescore
+    """Re-apply the scorers to stored predictions, without running any model; print the verdicts that changed."""
+    from growthpace.jobs.evaluate import run_rescore
 
     s = _spec(spec)
     _guard(lambda: run_rescore(s))
@@ -204,32 +191,28 @@ def benchmark(
     shots: list[int] = typer.Option([0, 5], "--shots", help="few-shot examples; repeat for several settings"),
     backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | auto"),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    method: str = typer.Option("generate", "--method", help="generate (first-step log-probs) | nll (letter-token NLL)"),
     spec: Path = typer.Option(None, "--spec", help="study spec: log into a cell's MLflow run (with --cell)"),
     cell: str = typer.Option(None, "--cell", help="cell id whose child run gets bench/<name>/<shots>shot"),
     epoch: int = typer.Option(None, "--epoch", help="MLflow step (default: the checkpoint's epoch.json)"),
 ) -> None:
     """CMMLU / AGIEval multiple choice from local files: argmax of the letters' log-probs at the answer."""
-    from growthpace.evaluators import benchmarks as bm
-    from growthpace.evaluators.backends import load, resolve
+    from growthpace.evaluators.benchmarks import metric_name
+    from growthpace.jobs.benchmark import log_to_cell, run_benchmark
+    from growthpace.platform.checkpoints import epoch_of, model_folder
 
     sources = {k: v for k, v in (("cmmlu", cmmlu), ("agieval", agieval)) if v is not None}
     if not sources:
         raise typer.BadParameter("give --cmmlu DIR and/or --agieval DIR")
     if (spec is None) != (cell is None):
         raise typer.BadParameter("--spec and --cell go together")
-    if method not in bm.METHODS or backend not in ("transformers", "vllm", "auto"):
-        raise typer.BadParameter(f"--method: one of {bm.METHODS}; --backend: transformers, vllm or auto")
-    model_dir = _guard(lambda: bm.model_folder(model_dir))
+    if backend not in ("transformers", "vllm", "auto"):
+        raise typer.BadParameter("--backend: transformers, vllm or auto")
+    model_dir = _guard(lambda: model_folder(model_dir))
     s = _spec(spec) if spec is not None else None
-    step = epoch if epoch is not None else bm.epoch_of(model_dir)
+    step = epoch if epoch is not None else epoch_of(model_dir)
     if s is not None and step is None:
         raise typer.BadParameter("--epoch: needed to log (the model folder has no ../epoch.json)")
-    settings = _guard(lambda: bm.load_settings(sources, shots))
-    name = resolve(backend)[0] if backend == "auto" else backend
-    engine = load(name, model_dir, batch_size)
-    rows = bm.score_settings(engine, settings, method)
-    getattr(engine, "close", lambda: None)()
+    name, rows = _guard(lambda: run_benchmark(model_dir, sources, shots, backend=backend, batch_size=batch_size))
     table = Table(title=f"{model_dir} ({name})")
     for c in ("benchmark", "shots", "accuracy", "items"):
         table.add_column(c, justify="left" if c == "benchmark" else "right")
@@ -237,20 +220,14 @@ def benchmark(
         table.add_row(r["benchmark"], str(r["shots"]), f"{r['accuracy']:.2f}", str(r["items"]))
     console.print(table)
     if s is not None:
-        run_id, ok = _guard(lambda: bm.log_to_cell(s, cell, step, rows))
+        run_id, ok = _guard(lambda: log_to_cell(s, cell, step, rows))
         if not ok:
             raise typer.Exit(1)
-        console.print(f"logged {', '.join(bm.metric_name(r['benchmark'], r['shots']) for r in rows)} "
+        console.print(f"logged {', '.join(metric_name(r['benchmark'], r['shots']) for r in rows)} "
                       f"to run {run_id} (cell {cell}) at step {step}")
 
 
 def main() -> None:
-    app()
-
-
-def main_for(command: str) -> None:
-    """`python -m growthpace.jobs.<command> SPEC`: the entrypoints a Ray job runs."""
-    sys.argv = [sys.argv[0], command, *sys.argv[1:]]
     app()
 
 

@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from growthpace.evaluators import benchmarks as bm
+from growthpace.evaluators.requests import Continuation, letter_ids, predict
+from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, n_options, score
+from growthpace.jobs.benchmark import score_settings
 from growthpace.platform.records import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
@@ -36,7 +39,7 @@ def test_cmmlu_counts_golds_and_few_shot_turns():
     assert r5.prompt[0][1].startswith(bm.CMMLU_INSTRUCTION.format(subject="chinese history") + "秦朝统一六国")
     assert sum("以下是关于" in c for _, c in r5.prompt) == 1
     assert r5.prompt[-1] == ("user", "辛亥革命推翻的王朝是\nA. 明朝\nB. 元朝\nC. 宋朝\nD. 清朝")
-    assert r5.gold == "D" and bm.letters_of(r5) == "ABCD"
+    assert r5.gold == "D" and n_options(r5) == 4
 
 
 def test_agieval_counts_passages_options_and_few_shot_turns():
@@ -47,7 +50,7 @@ def test_agieval_counts_passages_options_and_few_shot_turns():
     assert logic.prompt == (("user", "所有的金属都导电，铜是金属。\n由此可以推出：\n(A)铜不导电\n(B)铜导电\n(C)导电的都是金属\n(D)铜是液体"),)
     assert zero["logiqa-zh"][7].prompt[0][1].startswith("\"有的学生是运动员\"")  # passage null: no blank line
     aqua = five["aqua-rat"][4]
-    assert aqua.choices == ("11", "7", "16", "81", "18") and aqua.gold == "E" and bm.letters_of(aqua) == "ABCDE"
+    assert aqua.choices == ("11", "7", "16", "81", "18") and aqua.gold == "E" and n_options(aqua) == 5
     assert len(aqua.messages) == 12 and [c for role, c in aqua.prompt if role == "assistant"] == list("ABCDE")
 
 
@@ -158,16 +161,29 @@ def _direct(be, record):
     assert len(ids) < be.max_length  # nothing truncated: the comparison is exact
     with torch.no_grad():
         logp = torch.log_softmax(be.model(torch.tensor([ids])).logits[0, -1].float(), -1)
-    return {L: logp[be.enc.text(L)[0]].item() for L in bm.letters_of(record)}
+    return {L: logp[be.enc.text(L)[0]].item() for L in ALL_OPTION_LETTERS[: n_options(record)]}
+
+
+def _letters_by_nll(be, records):
+    """Each letter's log-prob as minus the continuation NLL of its one token after the prompt."""
+    out = []
+    for r in records:
+        letters = ALL_OPTION_LETTERS[: n_options(r)]
+        ids, prompt = letter_ids(be.enc, letters), be.enc.prompt(r.prompt)
+        nll = be.continuation_nll([Continuation(0, prompt, [t]) for t in ids])
+        out.append({L: -v for L, v in zip(letters, nll)})
+    return out
 
 
 def test_argmax_rule_matches_a_direct_forward_pass(backend):
     settings = bm.load_settings({"cmmlu": CMMLU, "agieval": AGIEVAL}, [0, 5])
     flat = [r for _, _, sets in settings for rs in sets.values() for r in rs]
-    got = bm.letter_logprobs(backend, flat, "generate")  # batched, padded
+    preds = predict(backend, flat, bm.LIMITS)  # batched, padded, the study's pipeline
+    assert all(p.text == "" for p in preds)  # the answer position alone: no reply
+    got = [p.letter_logprobs for p in preds]
     sample = list(range(0, len(flat), 4))  # every setting and subject; both option counts
     direct = {i: _direct(backend, flat[i]) for i in sample}
-    by_nll = bm.letter_logprobs(backend, [flat[i] for i in sample], "nll")
+    by_nll = _letters_by_nll(backend, [flat[i] for i in sample])
     for i, nll in zip(sample, by_nll):
         d = direct[i]
         assert set(got[i]) == set(nll) == set(d)
@@ -176,10 +192,10 @@ def test_argmax_rule_matches_a_direct_forward_pass(backend):
             assert nll[L] == pytest.approx(d[L], abs=1e-4)
     want = [max(g, key=lambda L: (g[L], -ord(L))) for g in got]  # ties: the first letter
     assert [want[i] for i in sample] == [max(d, key=d.get) for d in direct.values()]
-    results = bm.score_records(backend, flat)
+    results = [score(r, p) for r, p in zip(flat, preds)]
     assert [x.parsed for x in results] == want
     assert [x.correct for x in results] == [w == r.gold for w, r in zip(want, flat)]
-    rows = bm.score_settings(backend, settings)
+    rows = score_settings(backend, settings)
     assert [(r["benchmark"], r["shots"], r["items"], r["subjects"]) for r in rows] == [
         ("cmmlu", 0, 16, 2), ("cmmlu", 5, 16, 2), ("agieval", 0, 16, 2), ("agieval", 5, 16, 2)]
     start = 0

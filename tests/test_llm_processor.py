@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from growthpace.evaluators.backends import resolve_pipeline
-from growthpace.evaluators.llm_processor import build_requests, reduce_output
+from growthpace.evaluators.llm_processor import reduce_output, request_rows
+from growthpace.evaluators.requests import plan_requests
 from growthpace.platform.spec import SpecError, load_spec
 
 
@@ -54,8 +55,7 @@ def test_spec_field(tmp_path):
 def test_requests_follow_predict(small_data):
     """One row per generation item, one per perplexity candidate; truncation as the backends do;
     a sampling_params schema without null ints (Ray Data turns those into floats)."""
-    from growthpace.evaluators.checkpoint import LETTERS
-    from growthpace.evaluators.scoring import question_kind
+    from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, n_options, question_kind
     from growthpace.platform.chat import ChatEncoder
     from growthpace.platform.models import train_tokenizer
     from growthpace.platform.records import read_ood, read_split
@@ -64,13 +64,14 @@ def test_requests_follow_predict(small_data):
     enc = ChatEncoder(train_tokenizer(recs))
     items = [r for rs in read_split(small_data, "test").values() for r in rs]
     items += [r for rs in read_ood(small_data).values() for r in rs]
-    rows, owner = build_requests(enc, items, {"math": 16}, max_length=64)
+    plan = plan_requests(enc, items, {"math": 16}, max_length=64)
+    rows = request_rows(plan)
+    owner = [("gen", g.item) for g in plan.generations] + [("cand", c.item) for c in plan.continuations]
     ranked = [r for r in items if question_kind(r) == "perplexity"]
     assert ranked and len(rows) == len(items) - len(ranked) + sum(len(r.choices) for r in ranked)
     assert [r["row"] for r in rows] == list(range(len(rows)))
     keys = {tuple(sorted(r["sampling_params"])) for r in rows}
     assert len(keys) == 1
-    letter_ids = [enc.text(ch)[0] for ch in LETTERS]
     for row, (what, i) in zip(rows, owner):
         sp = row["sampling_params"]
         assert isinstance(sp["prompt_logprobs"], int) and sp["temperature"] == 0.0
@@ -82,7 +83,8 @@ def test_requests_follow_predict(small_data):
             kind = question_kind(items[i])
             assert row["start"] == -1 and not sp["skip_reading_prefix_cache"]
             assert len(row["tokenized_prompt"]) <= 64 - sp["max_tokens"]
-            assert sp["logprob_token_ids"] == (letter_ids if kind == "choice" else None)
+            letters = ALL_OPTION_LETTERS[: n_options(items[i])]
+            assert sp["logprob_token_ids"] == ([enc.text(ch)[0] for ch in letters] if kind == "choice" else None)
             if kind == "math":
                 assert sp["max_tokens"] <= 16
 
@@ -117,7 +119,7 @@ def _cpu_back(ray, before: float, timeout: float = 30.0) -> float:
 @pytest.mark.integration
 def test_processor_matches_in_process_backends_and_frees_its_engine(ray_cluster, trained_dir, small_data):
     pytest.importorskip("vllm")
-    from growthpace.evaluators.checkpoint import predict
+    from growthpace.evaluators.requests import predict
     from growthpace.evaluators.llm_processor import engine_actors, predict_with_processor
     from growthpace.evaluators.scoring import score
     from growthpace.evaluators.transformers_backend import TransformersBackend

@@ -3,7 +3,7 @@ and of every verdict. Runs for real; skipped only where vLLM is not installed.""
 
 import pytest
 
-from growthpace.evaluators.checkpoint import predict
+from growthpace.evaluators.requests import Continuation, predict
 from growthpace.evaluators.scoring import score
 from growthpace.platform.data import load_eval_sets  # noqa: F401  (import check)
 from growthpace.platform.records import read_ood, read_split
@@ -26,8 +26,9 @@ def test_continuation_loglik_parity(backends):
     v, t = backends
     p = [v.enc.prompt((("user", q),)) for q in ("Which organ pumps blood?", "Write a poem about rain.")]
     conts = [v.enc.continuation(x) for x in ("heart", "Rain falls softly on the roof.")]
-    a = v.continuation_nll(p, conts)
-    b = t.continuation_nll(p, conts)
+    requests = [Continuation(i, q, c) for i, (q, c) in enumerate(zip(p, conts))]
+    a = v.continuation_nll(requests)
+    b = t.continuation_nll(requests)
     assert a == pytest.approx(b, abs=1e-4)
 
 

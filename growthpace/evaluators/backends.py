@@ -1,8 +1,46 @@
-"""Which inference backend scores a checkpoint: `vllm`, `transformers`, or `auto` (vLLM where usable)."""
+"""The inference backend contract, and which backend scores a checkpoint: `vllm`, `transformers`, or
+`auto` (vLLM where usable).
+
+A backend is one loaded checkpoint that answers the requests of evaluators/requests.py, in the order
+given (lm-evaluation-harness's small model interface): ``generate`` (greedy replies with the letter
+log-probs at the first answer position), ``continuation_nll`` and ``close``. Requests arrive cut to
+``max_length``; a backend neither frames, cuts nor groups by kind. VLLMBackend, TransformersBackend
+and ProcessorBackend (ray.data.llm) implement it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan
+    from growthpace.evaluators.scoring import Prediction
+    from growthpace.platform.chat import ChatEncoder
+
+
+class Backend(Protocol):
+    name: str  # recorded with every prediction row
+    enc: "ChatEncoder"  # the checkpoint's chat framing: prompts are planned with it
+    max_length: int  # prompt + reply tokens the engine holds
+
+    def generate(self, requests: "Sequence[Generation]") -> "list[Reply]":
+        """Greedy replies stopped at <eot> (at most ``max_tokens`` each), with the log-probs of each
+        request's ``letter_ids`` at the first generated position."""
+        ...
+
+    def continuation_nll(self, requests: "Sequence[Continuation]") -> list[float]:
+        """Mean token NLL of each continuation given its prompt."""
+        ...
+
+    def close(self) -> None:
+        """Free the engine, so the next checkpoint starts with nothing carried over."""
+        ...
+
+    def answer(self, plan: "RequestPlan") -> "list[Prediction]":
+        """Every request of a plan; an engine that runs both kinds in one pass overrides it."""
+        return plan.predictions(self.generate(plan.generations), self.continuation_nll(plan.continuations))
+
 
 BACKENDS = ("auto", "vllm", "transformers")
 
@@ -33,7 +71,7 @@ def resolve(name: str, params: int | None = None, gpu: bool | None = None) -> tu
     return "vllm", "auto: vllm is installed" + ("" if gpu else " and the model is large enough to gain on CPU")
 
 
-def load(name: str, model_dir: str | Path, batch_size: int, max_length: int = 1024):
+def load(name: str, model_dir: str | Path, batch_size: int, max_length: int = 1024) -> Backend:
     if name == "vllm":
         from growthpace.evaluators.vllm_backend import VLLMBackend
 

@@ -22,12 +22,11 @@ for AGIEval), the gold answer is a letter, and ``choices`` holds the option text
 (so ``len(choices)`` is the number of options: 4 for CMMLU, 4 or 5 for AGIEval). The first user turn
 of a CMMLU conversation starts with CMMLU's instruction line (以下是关于<subject>的单项选择题...).
 
-Scoring: one forward pass per item reads the log-probability of each option letter's token at the
-first answer position (``method="generate"``: the backend's ``generate(prompts, 1, watch=ids)``;
-``method="nll"``: minus the continuation NLL of the one letter token; both give the same numbers).
-The prediction is the argmax over the item's letters (ties: the alphabetically first), correct when it
-equals the gold letter. Accuracy is over items (micro), in percent. Any backend with ``enc``,
-``generate``, ``continuation_nll`` and ``letter_ids`` works (transformers, vLLM).
+Scoring: the records are ordinary eval sets (``eval_sets``), scored as every choice item is
+(evaluators/requests.py, evaluators/scoring.py) with ``LIMITS``: a generation limit of 0 reads the
+log-probability of each of the item's option letters at the first answer position and generates no
+reply, so the verdict is the argmax over the item's letters (ties: the alphabetically first), correct
+when it equals the gold letter. Accuracy is over items (micro), in percent (jobs/benchmark.py).
 
 Unsupported on purpose: AGIEval's cloze tasks (no options) and multi-answer items; they are errors
 that name the file, line and field, not silently skipped items.
@@ -43,13 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, _argmax_letter
+from growthpace.evaluators.scoring import ALL_OPTION_LETTERS
 from growthpace.platform.records import DataError, Record
 
 BENCHMARKS: tuple[str, ...] = ("cmmlu", "agieval")
 CMMLU_HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 CMMLU_INSTRUCTION = "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
-METHODS = ("generate", "nll")
+LIMITS = {"choice": 0}  # read the answer position alone: the option letters' log-probs, no reply
 
 
 @dataclass(frozen=True)
@@ -296,60 +295,6 @@ def write_agieval_jsonl(path: str | Path, items: Iterable[dict[str, Any]]) -> No
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-# ---------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------
-
-
-def letters_of(record: Record) -> str:
-    """The item's option letters: A, B, ... one per entry of ``choices`` (4 when absent)."""
-    return ALL_OPTION_LETTERS[: len(record.choices) if record.choices else 4]
-
-
-def letter_logprobs(backend, records: Sequence[Record], method: str = "generate") -> list[dict[str, float]]:
-    """For each record, the log-probability of each of its option letters as the first answer token."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not records:
-        return []
-    widest = max((letters_of(r) for r in records), key=len)
-    ids = backend.letter_ids(widest)
-    if len(set(ids.values())) != len(ids):
-        raise ValueError(f"option letters share a first token in this tokenizer: {ids}")
-    prompts = [backend.enc.prompt(r.prompt) for r in records]
-    if method == "generate":
-        _, first = backend.generate(prompts, 1, watch=list(ids.values()))
-        return [{L: float(f[ids[L]]) for L in letters_of(r)} for r, f in zip(records, first)]
-    flat_p, flat_c, owner = [], [], []
-    for i, (r, p) in enumerate(zip(records, prompts)):
-        for L in letters_of(r):
-            flat_p.append(p)
-            flat_c.append([ids[L]])
-            owner.append((i, L))
-    out: list[dict[str, float]] = [{} for _ in records]
-    for (i, L), nll in zip(owner, backend.continuation_nll(flat_p, flat_c)):
-        out[i][L] = -float(nll)
-    return out
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    key: str
-    parsed: str  # the argmax letter
-    gold: str
-    correct: bool
-    expected: float  # random baseline: 1 / number of options
-
-
-def score_records(backend, records: Sequence[Record], method: str = "generate") -> list[ItemResult]:
-    results = []
-    for r, lp in zip(records, letter_logprobs(backend, records, method)):
-        letters = letters_of(r)
-        parsed = _argmax_letter(lp, letters)
-        results.append(ItemResult(r.key, parsed, r.gold, parsed != "" and parsed == r.gold, 1.0 / len(letters)))
-    return results
-
-
 Setting = tuple[str, int, dict[str, list[Record]]]  # (benchmark, shots, subject -> records)
 
 
@@ -358,66 +303,6 @@ def load_settings(sources: dict[str, str | Path], shots: Sequence[int]) -> list[
     return [(name, k, load_benchmark(name, root, k)) for name, root in sources.items() for k in dict.fromkeys(shots)]
 
 
-def score_settings(backend, settings: list[Setting], method: str = "generate") -> list[dict[str, Any]]:
-    """One row per (benchmark, shots): accuracy and random baseline in percent, items, subjects.
-
-    All items go to the backend in one call, so it batches across benchmarks and shot counts.
-    """
-    flat = [r for _, _, sets in settings for rs in sets.values() for r in rs]
-    results = iter(score_records(backend, flat, method))
-    rows = []
-    for name, k, sets in settings:
-        n = sum(len(rs) for rs in sets.values())
-        res = [next(results) for _ in range(n)]
-        rows.append({
-            "benchmark": name,
-            "shots": k,
-            "accuracy": 100.0 * sum(x.correct for x in res) / n,
-            "expected": 100.0 * sum(x.expected for x in res) / n,
-            "items": n,
-            "subjects": len(sets),
-        })
-    return rows
-
-
-def run_benchmarks(
-    backend, sources: dict[str, str | Path], shots: Sequence[int], method: str = "generate"
-) -> list[dict[str, Any]]:
-    """``load_settings`` then ``score_settings``."""
-    return score_settings(backend, load_settings(sources, shots), method)
-
-
-def log_to_cell(spec, cell_id: str, epoch: int, rows: list[dict[str, Any]]) -> tuple[str, bool]:
-    """Log ``bench/<name>/<shots>shot`` accuracies into the cell's MLflow child run at step = epoch.
-
-    The run id is read from <storage>/cells/<cell_id>/mlflow.json. Returns (run id, logged): MLflow
-    is best effort (``CellRun`` warns once when the server fails), so False means "not logged".
-    """
-    from growthpace.platform.storage import Layout, read_json
-    from growthpace.platform.tracking import CellRun
-
-    path = Layout(spec.storage_path).cell_run(cell_id)
-    if not path.is_file():
-        raise DataError(f"{path}: no MLflow run recorded for cell {cell_id!r} (field 'cell': is the id right?)")
-    run_id = read_json(path)["run_id"]
-    run = CellRun(spec.tracking_uri, run_id)
-    run.log({metric_name(r["benchmark"], r["shots"]): r["accuracy"] for r in rows}, step=epoch)
-    return run_id, not getattr(run, "offline", False)
-
-
-def model_folder(path: str | Path) -> Path:
-    """The HF model folder: ``path`` itself, or ``path/model`` for a checkpoint folder."""
-    path = Path(path)
-    for d in (path, path / "model"):
-        if (d / "config.json").is_file():
-            return d
-    raise FileNotFoundError(f"{path}: no model here (no config.json, nor model/config.json)")
-
-
-def epoch_of(model_dir: str | Path) -> int | None:
-    """The epoch of a checkpoint's model folder (from ../epoch.json), when it is one."""
-    f = Path(model_dir).resolve().parent / "epoch.json"
-    try:
-        return int(json.loads(f.read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def eval_sets(settings: list[Setting]) -> dict[tuple[str, str], list[Record]]:
+    """The settings as ordinary eval sets: (``<benchmark>/<k>shot``, subject) -> records."""
+    return {(f"{name}/{k}shot", subject): records for name, k, sets in settings for subject, records in sets.items()}

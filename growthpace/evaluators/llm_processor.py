@@ -1,68 +1,49 @@
 """Checkpoint scoring through `ray.data.llm`'s vLLM engine processor: the GPU-cluster path.
 
-The one module that touches ``ray.data.llm``. It gives exactly what ``checkpoint.predict`` gives with
-an in-process backend (one ``Prediction`` per record), but the engine is a Ray Data stage: rows are
-requests, and one processor (one engine actor) is built per checkpoint and torn down before the next.
+The one module that touches ``ray.data.llm``. ``ProcessorBackend`` is a Backend (evaluators/backends.py)
+answering the requests of evaluators/requests.py, but its engine is a Ray Data stage: rows are
+requests, and one processor (one engine actor) runs a whole plan, torn down before it returns.
 
-- a generation item is one row: its prompt (ChatEncoder ids, truncated like the backends do), greedy
-  sampling stopped at <eot>; for choice items ``logprob_token_ids`` = the option letters' first tokens,
-  so the reply and the letter log-probs at the FIRST answer position come from one request;
-- a perplexity candidate is one row: prompt + ``enc.continuation(cand)``, ``max_tokens=1`` and
-  ``prompt_logprobs=0``; the mean NLL of the continuation tokens is taken from the prompt log-probs.
+- a ``Generation`` is one row: its prompt ids, greedy sampling stopped at <eot>, and for choice items
+  ``logprob_token_ids`` = the item's option letters' first tokens, so the reply and the letter
+  log-probs at the FIRST answer position come from one request;
+- a ``Continuation`` is one row: prompt + continuation, ``max_tokens=1`` and ``prompt_logprobs=0``;
+  the mean NLL of the continuation tokens is taken from the prompt log-probs.
 
 A postprocess step reduces every engine output to (generated tokens, letter log-probs, NLL) on the
-workers, so only a few numbers per row come back to the driver, which matches them to records by the
-``row`` column. Text is decoded on the driver with the same ChatEncoder as the in-process backends.
+workers, so only a few numbers per row come back to the driver, which matches them to requests by the
+``row`` column.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
-from growthpace.evaluators.checkpoint import LETTERS
-from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, question_kind
+from growthpace.evaluators.backends import Backend
+from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan, predict
+from growthpace.evaluators.scoring import Prediction
+from growthpace.evaluators.vllm_backend import ENGINE_ENV, engine_args, sampling
 from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.records import Record
 
-# The engine actor's environment (the processor's runtime_env): as vllm_backend._ENV, except that the
-# async engine of ray.data.llm always runs its core in a subprocess, so the multiprocessing switch is moot.
-ENGINE_ENV = {
-    "TORCHDYNAMO_DISABLE": "1",
-    "VLLM_CONFIGURE_LOGGING": "0",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "OMP_NUM_THREADS": "1",
-}
-CPU_KV_CACHE_BYTES = 256 * 2**20
 # Ray Data's name for the engine stage's actors (MapWorker(MapBatches(vLLMEngineStageUDF))).
 ENGINE_ACTOR_MARK = "vLLMEngineStageUDF"
 
 
-def build_requests(
-    enc: ChatEncoder, records: list[Record], limits: dict[str, int] | None = None, max_length: int = 1024
-) -> tuple[list[dict], list[tuple[str, int]]]:
-    """(request rows, what each row is for): ('gen', record index) or ('cand', record index).
-
-    The same grouping and truncation as ``checkpoint.predict`` with VLLMBackend / TransformersBackend.
-    Every row's sampling_params has the same keys and no null int (see below), so the column has one schema.
-    """
-    limits = limits or {}
-    letter_ids = [enc.text(ch)[0] for ch in LETTERS]
+def request_rows(plan: RequestPlan) -> list[dict]:
+    """One row per request, generations first, ``row`` = position. Every row's sampling_params has
+    the same keys and no null int (see below), so the column has one schema."""
     rows: list[dict] = []
-    owner: list[tuple[str, int]] = []
 
-    def add(ids: list[int], *, max_tokens: int, watch: list[int] | None, start: int) -> None:
+    def add(ids: list[int], params: dict, watch: Sequence[int], start: int) -> None:
         rows.append({
             "row": len(rows),
             "tokenized_prompt": ids,
             "sampling_params": {
-                "max_tokens": max_tokens,
-                "temperature": 0.0,
-                "stop_token_ids": [enc.eot],
-                "skip_special_tokens": False,
+                **params,
                 "detokenize": False,  # text is decoded on the driver, as the backends do
-                "logprob_token_ids": watch,
                 # Every row asks for prompt log-probs: Ray Data hands a batch's struct column to the stage
                 # through numpy, where an int field with nulls turns float (0 -> 0.0) and vLLM's request
                 # decoder rejects it. Generation rows keep reading the prefix cache (their prompt
@@ -70,25 +51,15 @@ def build_requests(
                 "prompt_logprobs": 0,
                 "skip_reading_prefix_cache": start >= 0,
             },
-            "watch": watch or [],
+            "watch": list(watch),
             "start": start,
         })
 
-    for i, r in enumerate(records):
-        if needs(r) == "rank":
-            p = enc.prompt(r.prompt)
-            for cand in r.choices:
-                c = enc.continuation(cand)
-                q = p[-max(1, max_length - len(c)) :]
-                add(q + c, max_tokens=1, watch=None, start=len(q))
-                owner.append(("cand", i))
-        else:
-            kind = question_kind(r)
-            limit = min(max_new_tokens(r), limits.get(kind, 10**9))
-            p = enc.prompt(r.prompt)[-(max_length - limit) :]
-            add(p, max_tokens=limit, watch=letter_ids if kind == "choice" else None, start=-1)
-            owner.append(("gen", i))
-    return rows, owner
+    for g in plan.generations:
+        add(g.prompt, sampling(g.max_tokens, plan.enc.eot, g.letter_ids), g.letter_ids, -1)
+    for c in plan.continuations:
+        add(c.sequence, sampling(1, plan.enc.eot), (), len(c.prompt))
+    return rows
 
 
 def _lookup(d, token: int) -> float:
@@ -121,16 +92,8 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
     """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster)."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    on_gpu = gpus > 0
-    engine = dict(
-        dtype="bfloat16" if on_gpu else "float32",
-        enforce_eager=not on_gpu,
-        max_model_len=max_length,
-        max_logprobs=len(LETTERS),
-        seed=0,
-        enable_prefix_caching=True,
-    )
-    if on_gpu:
+    engine = engine_args(max_length, gpus > 0)
+    if gpus > 0:
         tp = int(gpus) if gpus >= 1 else 1
         if tp > 1:
             # one actor holding all its GPUs, vLLM's own workers inside it: the "ray" executor would
@@ -138,7 +101,6 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
             engine.update(tensor_parallel_size=tp, distributed_executor_backend="mp")
         bundles = [{"CPU": 1, "GPU": float(gpus)}]
     else:
-        engine["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         bundles = [{"CPU": 1}]  # without it the stage asks for a GPU and waits forever on CPU nodes
     return vLLMEngineProcessorConfig(
         model_source=str(model_dir),
@@ -146,7 +108,8 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         batch_size=batch_size,
         concurrency=1,  # one engine per checkpoint
         placement_group_config={"bundles": bundles},
-        runtime_env={"env_vars": dict(ENGINE_ENV)},
+        # ray.data.llm's async engine always runs its core in a subprocess: no in-process switch here
+        runtime_env={"env_vars": {**ENGINE_ENV, "OMP_NUM_THREADS": "1"}},
         chat_template_stage=False,  # rows carry ChatEncoder token ids: no template,
         tokenize_stage=False,  # no tokenizer stage,
         detokenize_stage=False,  # and the driver decodes
@@ -186,6 +149,70 @@ def _wait_engine_gone(before: dict[str, str], timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+class ProcessorBackend(Backend):
+    """A Backend whose engine is a ray.data.llm processor, built per ``answer`` call: one engine runs a
+    whole plan (generations and continuations), and is gone before ``answer`` returns."""
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024, gpus: float = 0.0):
+        from transformers import AutoTokenizer
+
+        self.model_dir, self.batch_size, self.max_length, self.gpus = model_dir, batch_size, max_length, gpus
+        self.enc = ChatEncoder(AutoTokenizer.from_pretrained(str(model_dir)))
+        self.timings: dict[str, float | None] = {}
+
+    def generate(self, requests: Sequence[Generation]) -> list[Reply]:
+        return self._run(RequestPlan(0, self.enc, list(requests), []))[0]
+
+    def continuation_nll(self, requests: Sequence[Continuation]) -> list[float]:
+        return self._run(RequestPlan(0, self.enc, [], list(requests)))[1]
+
+    def answer(self, plan: RequestPlan) -> list[Prediction]:
+        return plan.predictions(*self._run(plan))
+
+    def close(self) -> None:
+        pass  # every run's engine is gone when it returns
+
+    def _run(self, plan: RequestPlan) -> tuple[list[Reply], list[float]]:
+        """Every request through one processor; ``timings``: wall seconds ``total`` and ``first_row``
+        (engine start + first batch, from the run's start)."""
+        import ray.data
+        from ray.data.llm import build_processor
+
+        t0 = time.time()
+        rows = request_rows(plan)
+        if not rows:
+            return [], []
+        before = engine_actors()
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        processor = build_processor(
+            processor_config(self.model_dir, batch_size=self.batch_size, gpus=self.gpus, max_length=self.max_length),
+            postprocess=reduce_output,
+            preprocess_map_kwargs={"num_cpus": 0.1},
+            postprocess_map_kwargs={"num_cpus": 0.1},
+        )
+        ds = processor(ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // self.batch_size)))
+        results: dict[int, dict] = {}
+        first = None
+        try:
+            for out in ds.iter_rows():
+                if first is None:
+                    first = time.time() - t0
+                results[int(out["row"])] = out
+        finally:
+            del ds, processor
+            _wait_engine_gone(before)
+        if len(results) != len(rows):
+            raise RuntimeError(f"{self.model_dir}: the vLLM processor returned {len(results)} of {len(rows)} requests")
+        n = len(plan.generations)
+        replies = [Reply([int(t) for t in results[i]["tokens"]], tuple(map(float, results[i]["letters"] or ())))
+                   for i in range(n)]
+        nll = [float(results[n + i]["nll"]) for i in range(len(plan.continuations))]
+        self.timings = {"total": time.time() - t0, "first_row": first}
+        return replies, nll
+
+
 def predict_with_processor(
     model_dir: str | Path,
     records: list[Record],
@@ -196,59 +223,9 @@ def predict_with_processor(
     max_length: int = 1024,
     timings: dict | None = None,
 ) -> list[Prediction]:
-    """One Prediction per record, as ``checkpoint.predict(load('vllm', model_dir), records, limits)``.
-
-    Builds one processor (one vLLM engine actor) for this checkpoint, runs every request through it,
-    and returns once the engine actor is gone. ``timings`` (optional) receives wall seconds:
-    ``total`` and ``first_row`` (engine start + first batch, from the run's start).
-    """
-    import ray.data
-    from ray.data.llm import build_processor
-    from transformers import AutoTokenizer
-
-    t0 = time.time()
-    enc = ChatEncoder(AutoTokenizer.from_pretrained(str(model_dir)))
-    rows, owner = build_requests(enc, records, limits, max_length)
-    preds: list[Prediction | None] = [None] * len(records)
-    if not rows:
-        return preds  # type: ignore[return-value]
-
-    before = engine_actors()
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    processor = build_processor(
-        processor_config(model_dir, batch_size=batch_size, gpus=gpus, max_length=max_length),
-        postprocess=reduce_output,
-        preprocess_map_kwargs={"num_cpus": 0.1},
-        postprocess_map_kwargs={"num_cpus": 0.1},
-    )
-    ds = processor(ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // batch_size)))
-    results: dict[int, dict] = {}
-    first = None
-    try:
-        for out in ds.iter_rows():
-            if first is None:
-                first = time.time() - t0
-            results[int(out["row"])] = out
-    finally:
-        del ds, processor
-        _wait_engine_gone(before)
-    if len(results) != len(rows):
-        raise RuntimeError(f"{model_dir}: the vLLM processor returned {len(results)} of {len(rows)} requests")
-
-    letters = list(LETTERS)
-    per_item: dict[int, list[float]] = defaultdict(list)
-    for n, (what, i) in enumerate(owner):
-        out = results[n]
-        if what == "cand":
-            per_item[i].append(float(out["nll"]))
-        else:
-            lp = out["letters"]
-            preds[i] = Prediction(
-                text=enc.decode(list(out["tokens"])),
-                letter_logprobs=dict(zip(letters, map(float, lp))) if lp is not None else None,
-            )
-    for i, nll in per_item.items():
-        preds[i] = Prediction(candidate_nll=tuple(nll))
+    """``predict`` through a ProcessorBackend: one engine actor for this checkpoint, gone on return."""
+    backend = ProcessorBackend(model_dir, batch_size=batch_size, max_length=max_length, gpus=gpus)
+    preds = predict(backend, records, limits)
     if timings is not None:
-        timings.update(total=time.time() - t0, first_row=first)
-    return preds  # type: ignore[return-value]
+        timings.update(backend.timings)
+    return preds

@@ -1,21 +1,25 @@
-"""Batched inference with transformers: what every scoring backend must give.
+"""Batched inference with transformers: the reference Backend (evaluators/backends.py).
 
-- ``generate``: greedy replies stopped at <eot>, with the log-probs of chosen tokens at the FIRST
-  answer position (the study's code read the last step; the first is the intended one);
+- ``generate``: greedy replies stopped at <eot>, with the log-probs of each request's letters at the
+  FIRST answer position (the study's code read the last step; the first is the intended one);
 - ``continuation_nll``: mean token NLL of given continuations (candidate + <eot>) after a prompt.
-Prompts are token ids from ChatEncoder, so training and scoring frame text identically.
+Requests come from evaluators/requests.py (ChatEncoder ids, already cut to ``max_length``), so
+training and scoring frame text identically.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
+from growthpace.evaluators.backends import Backend
+from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
 from growthpace.platform.chat import ChatEncoder
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     name = "transformers"
 
     def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024):
@@ -33,14 +37,19 @@ class TransformersBackend:
         for s in range(0, n, self.batch_size):
             yield order[s : s + self.batch_size]
 
+    def generate(self, requests: Sequence[Generation]) -> list[Reply]:
+        replies: list[Reply | None] = [None] * len(requests)
+        for group in by_limit(requests):
+            got = self._generate([requests[n].prompt for n in group], requests[group[0]].max_tokens,
+                                 [requests[n].letter_ids for n in group])
+            for n, reply in zip(group, got):
+                replies[n] = reply
+        return replies  # type: ignore[return-value]
+
     @torch.inference_mode()
-    def generate(
-        self, prompts: list[list[int]], max_new_tokens: int, watch: list[int] | None = None
-    ) -> tuple[list[str], list[dict[int, float]]]:
-        """Greedy replies, and for each prompt the first-step log-probs of the ``watch`` token ids."""
-        texts: list[str] = [""] * len(prompts)
-        first: list[dict[int, float]] = [{} for _ in prompts]
-        prompts = [p[-(self.max_length - max_new_tokens) :] for p in prompts]
+    def _generate(self, prompts: list[list[int]], max_new_tokens: int, watch: list[tuple[int, ...]]) -> list[Reply]:
+        """Greedy replies, and for each prompt the first-step log-probs of its ``watch`` token ids."""
+        replies: list[Reply | None] = [None] * len(prompts)
         for idx in self._chunks(len(prompts), [len(p) for p in prompts]):
             width = max(len(prompts[i]) for i in idx)
             ids = torch.full((len(idx), width), self.enc.pad, dtype=torch.long)
@@ -60,18 +69,13 @@ class TransformersBackend:
             )
             step0 = torch.log_softmax(out.scores[0].float(), dim=-1)
             for row, i in enumerate(idx):
-                texts[i] = self.enc.decode(out.sequences[row, width:].tolist())
-                if watch:
-                    first[i] = {t: step0[row, t].item() for t in watch}
-        return texts, first
+                replies[i] = Reply(out.sequences[row, width:].tolist(), tuple(step0[row, t].item() for t in watch[i]))
+        return replies  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def continuation_nll(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[float]:
-        """Mean token NLL of each continuation given its prompt (one pair per entry)."""
-        pairs = []
-        for p, c in zip(prompts, continuations):
-            p = p[-max(1, self.max_length - len(c)) :]
-            pairs.append((p, c))
+    def continuation_nll(self, requests: Sequence[Continuation]) -> list[float]:
+        """Mean token NLL of each continuation given its prompt."""
+        pairs = [(c.prompt, c.continuation) for c in requests]
         nll = [0.0] * len(pairs)
         for idx in self._chunks(len(pairs), [len(p) + len(c) for p, c in pairs]):
             width = max(len(pairs[i][0]) + len(pairs[i][1]) for i in idx)
@@ -88,10 +92,6 @@ class TransformersBackend:
                 token_lp = logp[row, pos, torch.tensor(c)]
                 nll[i] = -token_lp.mean().item()
         return nll
-
-    def letter_ids(self, letters: str) -> dict[str, int]:
-        """The token that starts each option letter as the model would write it."""
-        return {ch: self.enc.text(ch)[0] for ch in letters}
 
     def close(self) -> None:
         del self.model

@@ -636,7 +636,8 @@ def recommend_for_spec(spec, budget: int, size: str | None = None, name: str | N
     return rec, mix_yaml(rec, spec.name)
 
 
-if __name__ == "__main__":
-    from growthpace.cli import main_for
+if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace report`
+    from growthpace.jobs.entry import run_job
+    from growthpace.jobs.run import run_report
 
-    main_for("report")
+    run_job(run_report)

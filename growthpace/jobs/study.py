@@ -56,8 +56,8 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool) 
     written under storage or to MLflow (docs/reliability.md). The train pool was read by load_dataset
     and the allocations by expand; here: the eval sets the spec scores, each model (a preset, or an HF
     path whose config loads and whose folder has weights and a tokenizer; `plan` checks only the models
-    it must load) and, for the writing commands, every trained cell's checkpoints (jobs/evaluate.py)."""
-    from growthpace.jobs.evaluate import check_checkpoints
+    it must load) and, for the writing commands, every trained cell's checkpoints (platform/checkpoints.py)."""
+    from growthpace.evaluators.results import check_checkpoints
     from growthpace.platform.data import load_eval_sets
     from growthpace.platform.models import check_model
 
@@ -144,3 +144,24 @@ def plan_rows(study: Study) -> list[dict]:
             }
         )
     return rows
+
+
+def tracker_for(study: Study):
+    """(StudyTracker, the study's parent run id, cell id -> child run id); MLflow runs made or resumed."""
+    from growthpace.platform.tracking import StudyTracker
+
+    spec = study.spec
+    tracker = StudyTracker(spec.tracking_uri, spec.tracking.experiment, study.layout)
+    parent = tracker.parent(
+        spec.name,
+        {
+            "study": spec.name,
+            "models": ",".join(f"{m.size}={m.name}" for m in spec.models),
+            "sources": ",".join(spec.data.sources),
+            "volumes": ",".join(map(str, spec.data.volumes)),
+            "mixes": ",".join(m.name for m in spec.data.mixes),
+            "seeds": ",".join(map(str, spec.data.seeds)),
+            "cells": len(study.cells),
+        },
+    )
+    return tracker, parent, {c.cell_id: tracker.child(parent, c) for c in study.cells}

@@ -109,7 +109,8 @@ def sweep(
     return pending
 
 
-if __name__ == "__main__":
-    from growthpace.cli import main_for
+if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace sweep`
+    from growthpace.jobs.entry import run_job
+    from growthpace.jobs.run import run_sweep
 
-    main_for("sweep")
+    run_job(run_sweep)
