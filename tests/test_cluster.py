@@ -110,7 +110,7 @@ def test_kuberay_manifest():
         assert g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert any("large_gpu" in g["rayStartParams"].get("resources", "") for g in spec["workerGroupSpecs"])
     assert job["spec"]["clusterSelector"]["ray.io/cluster"] == cluster["metadata"]["name"]
-    assert job["spec"]["entrypoint"] == "python -m growthpace.jobs.run experiments/doit.yaml"
+    assert job["spec"]["entrypoint"] == "python -m growthpace run experiments/doit.yaml"
     env = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["env"]
     assert {"name": "RAY_AUTH_MODE", "value": "token"} in env
     assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
@@ -333,10 +333,10 @@ def test_docs_commands_are_the_tested_ones():
     cluster = (REPO / "docs" / "cluster.md").read_text()
     submit = "ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env deploy/runtime_env.yaml"
     assert submit in cluster
-    assert "-- python -m growthpace.jobs.run experiments/doit.yaml" in cluster
+    assert "-- python -m growthpace run experiments/doit.yaml" in cluster
     test_src = (REPO / "tests" / "test_job_submit.py").read_text()
     for part in ('"--working-dir", "."', '"--runtime-env", "deploy/runtime_env.yaml"',
-                 '"python", "-m", "growthpace.jobs.run"'):
+                 '"python", "-m", "growthpace", "run"'):
         assert part in test_src
     for cmd in ("ray up cluster.yaml", "ray dashboard cluster.yaml", "kubectl apply -f deploy/kuberay.yaml",
                 "growthpace plan experiments/doit.yaml", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false"):

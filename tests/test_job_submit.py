@@ -237,7 +237,7 @@ def _rest(uri: str, endpoint: str, body: dict | None = None, params: str = "") -
 
 
 def test_submitted_study(ray_head, mlflow_server, small_data, tmp_path):
-    """`ray job submit --working-dir . --runtime-env deploy/runtime_env.yaml -- python -m growthpace.jobs.run SPEC`."""
+    """`ray job submit --working-dir . --runtime-env deploy/runtime_env.yaml -- python -m growthpace run SPEC`."""
     storage = tmp_path / "store"
     raw = {
         "name": "jobtest",
@@ -261,7 +261,7 @@ def test_submitted_study(ray_head, mlflow_server, small_data, tmp_path):
         out = ray_head.ray(
             "job", "submit", "--address", ray_head.address, "--submission-id", submission,
             "--working-dir", ".", "--runtime-env", "deploy/runtime_env.yaml",
-            "--", "python", "-m", "growthpace.jobs.run", str(spec),
+            "--", "python", "-m", "growthpace", "run", str(spec),
             timeout=JOB_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
