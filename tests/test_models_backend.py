@@ -59,12 +59,13 @@ def test_loss_mask_covers_only_assistant_text_and_eot(tiny_model_dir):
 
 
 def test_backend_continuation_nll_matches_a_plain_forward(tiny_model_dir):
+    from growthpace.evaluators.requests import Continuation
     from growthpace.evaluators.transformers_backend import TransformersBackend
 
     be = TransformersBackend(tiny_model_dir, batch_size=2)
     p = be.enc.prompt((("user", "Which organ pumps blood?"),))
     conts = [be.enc.continuation(x) for x in ("heart", "the liver does", "no")]
-    got = be.continuation_nll([p] * 3, conts)
+    got = be.continuation_nll([Continuation(0, p, c) for c in conts])
     for c, g in zip(conts, got):
         seq = torch.tensor([p + c])
         with torch.no_grad():
@@ -74,21 +75,22 @@ def test_backend_continuation_nll_matches_a_plain_forward(tiny_model_dir):
 
 
 def test_backend_generate_first_step_logprobs_and_padding_invariance(tiny_model_dir):
+    from growthpace.evaluators.requests import Generation, letter_ids
     from growthpace.evaluators.transformers_backend import TransformersBackend
 
     be = TransformersBackend(tiny_model_dir, batch_size=4)
-    letters = be.letter_ids("ABCD")
+    letters = letter_ids(be.enc, "ABCD")
     prompts = [be.enc.prompt((("user", q),)) for q in ("short?", "a much longer question here, is it?")]
-    texts, first = be.generate(prompts, 3, watch=list(letters.values()))
-    solo_texts, solo_first = TransformersBackend(tiny_model_dir, batch_size=1).generate(prompts, 3, watch=list(letters.values()))
-    assert texts == solo_texts
-    for a, b in zip(first, solo_first):
-        assert set(a) == set(letters.values())
-        for t in a:
-            assert a[t] == pytest.approx(b[t], abs=1e-4)
+    requests = [Generation(i, p, 3, True, "ABCD", letters) for i, p in enumerate(prompts)]
+    replies = be.generate(requests)
+    solo = TransformersBackend(tiny_model_dir, batch_size=1).generate(requests)
+    assert [be.enc.decode(r.tokens) for r in replies] == [be.enc.decode(r.tokens) for r in solo]
+    for a, b in zip(replies, solo):
+        assert len(a.letter_logprobs) == len(letters)
+        assert a.letter_logprobs == pytest.approx(b.letter_logprobs, abs=1e-4)
     with torch.no_grad():
         logp = torch.log_softmax(be.model(torch.tensor([prompts[0]])).logits[0, -1], -1)
-    assert first[0][letters["A"]] == pytest.approx(logp[letters["A"]].item(), abs=1e-4)
+    assert replies[0].letter_logprobs[0] == pytest.approx(logp[letters[0]].item(), abs=1e-4)
 
 
 def _plain_tokenizer(tmp_path):
