@@ -425,6 +425,8 @@ def test_multi_select_gold_read_like_a_reply():
         # the dataset's special cases
         ("3/4", "3/4"),
         ("x/y", "x/y"),
+        ("1：2", "1:2"),
+        ("比例是 1:2", None),  # not exactly a ratio, and neither side is a number of its own
         ("1,2,3", "1,2,3"),
         ("1，2，3", "1,2,3"),
         ("-1, 2.5", "-1, 2.5"),
@@ -550,7 +552,7 @@ def test_math_not_equivalent_symbolic(pred, ref, equiv):
         ("答案是 3！", "6"), ("答案是 3!", "6"), ("\\boxed{4!}", "24"), ("so 2 pi", "2"), ("答案：5万", "5"),
         ("x=3sqrt(2)", "sqrt(2)"), ("f(2)=5", "2"), ("答案：2^3", "3"), ("\\frac{1}{2}", "2"), ("答案：3或4", "3"),
         ("答案：1,2,3", "3"), ("10-3", "-3"), ("The answer is 3/4", "4"), ("答案是 .5", "5"), ("about 1,000", "1"),
-        ("the result is 1.5", "5.1"), ("√2", "2"),
+        ("the result is 1.5", "5.1"), ("√2", "2"), ("比例是 1:2", "2"),
     ],
 )
 def test_math_never_accepts_a_wrong_value(reply, wrong):

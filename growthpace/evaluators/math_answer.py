@@ -83,7 +83,7 @@ def _dollar_span(text: str) -> str | None:
     return None
 
 
-_RATIO = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9]+")
+_RATIO = re.compile(r"[A-Za-z0-9]+[/:][A-Za-z0-9]+")  # 3/4, x/y, and the ratio 1:2
 _NUMBER_LIST = re.compile(r"-?\d+(?:\.\d+)?(?:\s*,\s*-?\d+(?:\.\d+)?)*")
 # a tuple or interval: brackets with a comma inside and no bracket nested; either end may be open
 # or closed, so "(0,1]" counts; "(2)" is grouping, not a tuple
@@ -105,7 +105,7 @@ def _around(s: str, start: int, end: int) -> str:
 def _special_case(text: str) -> str | None:
     """The dataset's special cases: the whole text exactly a ratio a/b or a list of numbers
     (full-width commas too); else the last sqrt(...), with its term; else the last tuple/interval."""
-    s = text.strip()
+    s = text.strip().replace("：", ":")
     if _RATIO.fullmatch(s):
         return s
     s = s.replace("，", ",")
@@ -134,10 +134,11 @@ def _after_last_equals(text: str) -> str | None:
 # bracket); thousands groups, decimals (".5" too), a fraction a/b and a percent sign belong to it.
 # A CJK unit may follow ("5个"); it is no number on its own when a letter, digit or magnitude follows
 # ("3x", "2nd", "5万"), or when it is part of a power, a root, a multiple of pi or a LaTeX group
-# ("2^3", "√2", "2 pi", "\frac{1}{2}"): the last number must never be a wrong value taken from them.
+# ("2^3", "√2", "2 pi", "\frac{1}{2}", the ratio "1:2"): the last number must never be a wrong value
+# taken from them.
 _NUMBER = re.compile(
-    r"(?<![\d.{^√])(?:(?<![0-9A-Za-z)\]}])[-−])?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:/\d+)?%?"
-    r"(?![A-Za-z0-9_/}十百千万亿]|\.\d|\s*(?:\^|√|π|\\?pi\b|\\?sqrt))"
+    r"(?<![\d.{^√])(?<!\d[:：])(?:(?<![0-9A-Za-z)\]}])[-−])?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:/\d+)?%?"
+    r"(?![A-Za-z0-9_/}十百千万亿]|\.\d|[:：]\d|\s*(?:\^|√|π|\\?pi\b|\\?sqrt))"
 )
 
 

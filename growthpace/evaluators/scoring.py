@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from growthpace.evaluators import math_answer, math_verify_worker
-from growthpace.evaluators.math_answer import extract_math_answer, clean_answer, math_equivalent_rules
+from growthpace.evaluators.math_answer import clean_answer, extract_math_answer, math_equivalent_rules
 from growthpace.evaluators.math_verify_worker import math_verify_equivalent
 from growthpace.platform.records import Record
 
@@ -109,8 +109,8 @@ DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "math-last-number", "math",
-        "reads the last digit run: `.5` is 5, `3/4` is 4, `10-3` is -3, `1,000` is 000, `5个` is no number",
-        "reads one number: `.5` is 0.5, a/b, thousands groups and a % belong to it, a minus after a digit subtracts, a CJK unit may follow",
+        "reads the last digit run: `.5` is 5, `3/4` is 4, `10-3` is -3, `1,000` is 000, `2^3` is 3, `5个` is no number",
+        "reads one number: `.5` is 0.5, a/b, thousands groups and a % belong to it, a minus after a digit subtracts, a CJK unit may follow; none inside `2^3`, `√2`, `2 pi`, `{2}`, `1:2`, `5万`",
     ),
     Difference(
         "math-equals-line", "math",
