@@ -780,7 +780,7 @@ def test_docs_table_lists_exactly_the_differences():
     expected = [(f"`{d.key}`", d.kind, _doc_cell(d.study), _doc_cell(d.here)) for d in DIFFERENCES]
     assert _docs_rows() == expected
     assert len({d.key for d in DIFFERENCES}) == len(DIFFERENCES)
-    assert {d.kind for d in DIFFERENCES} <= set(KINDS)
+    assert {d.kind for d in DIFFERENCES} <= set(KINDS) | {"every"}
 
 
 # One case per difference: (record, prediction, the study's verdict). The study's verdict follows from
@@ -801,7 +801,7 @@ DIFFERENCE_CASES = {
 
 
 def test_every_difference_has_a_case():
-    checked_elsewhere = {"choice-first-position", "choice-baseline"}
+    checked_elsewhere = {"choice-first-position", "choice-baseline", "generation-limit"}
     assert set(DIFFERENCE_CASES) | checked_elsewhere == {d.key for d in DIFFERENCES}
 
 
@@ -809,6 +809,15 @@ def test_every_difference_has_a_case():
 def test_difference_really_differs(key):
     record, prediction, study = DIFFERENCE_CASES[key]
     assert score(record, prediction).correct is (not study)
+
+
+def test_difference_generation_limit():
+    study_limit = 1024
+    for r in ALL_KINDS:
+        if needs(r) == "generate":
+            assert 0 < max_new_tokens(r) < study_limit
+    assert f"choice {max_new_tokens(mc('A'))}," in next(d.here for d in DIFFERENCES if d.key == "generation-limit")
+    assert f"math {max_new_tokens(math_rec('5'))};" in next(d.here for d in DIFFERENCES if d.key == "generation-limit")
 
 
 def test_difference_choice_baseline():

@@ -71,12 +71,18 @@ class Verdict:
 @dataclass(frozen=True)
 class Difference:
     key: str
-    kind: str
+    kind: str  # a question kind, or "every"
     study: str  # what the study's code does
     here: str  # what this scorer does, and why
 
 
 DIFFERENCES: tuple[Difference, ...] = (
+    Difference(
+        "generation-limit", "every",
+        "generates every reply up to 1,024 tokens (greedy, to the end-of-turn token)",
+        "generates up to the kind's `max_new_tokens` (choice 4, true/false, cloze, multi-select 8, math 512; "
+        "`evaluation.max_new_tokens` may cap it): a rule that reads the whole reply sees only that much",
+    ),
     Difference(
         "choice-first-position", "choice",
         "reads the option letters' logits at the LAST generated step",
