@@ -822,6 +822,7 @@ def test_difference_generation_limit():
 
 def test_difference_choice_baseline():
     assert expected_score(UNDERSTANDING_3) == 1 / 3 != 0.33
+    assert expected_score(mc("A", n=5, type_="history")) == 1 / 5 != 0.25
 
 
 def test_difference_choice_first_position_is_the_backends_contract():

@@ -30,7 +30,6 @@ except ImportError:  # pragma: no cover - exercised only where sympy is missing
     HAVE_SYMPY = False
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Extraction, in the study's order: 答案 marker, last \boxed{}, $...$ span, the dataset's special
 # cases, the text after the last "=", the last number.
@@ -53,7 +52,6 @@ def _balanced_brace_content(text: str, open_idx: int) -> str | None:
             if depth == 0:
                 return text[open_idx + 1 : i]
     return None
-
 
 
 def _last_boxed(text: str) -> str | None:

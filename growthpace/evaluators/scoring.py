@@ -95,8 +95,8 @@ DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "choice-baseline", "choice",
-        "expects 0.33 for a 3-option item",
-        "expects exactly 1/n for n options",
+        "expects 0.25 for a choice item, 0.33 for a dialogue item without a D option",
+        "expects exactly 1/n for the item's n options",
     ),
     Difference(
         "cloze-punctuation", "cloze",
