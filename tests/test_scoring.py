@@ -564,7 +564,7 @@ def test_math_never_accepts_a_wrong_value(reply, wrong):
     [
         ("答案是 3！", "3"), ("答案：“5”", "5"), ("There are 5 people.", "5"), ("答案：5个", "5"), ("it is .5", "0.5"),
         ("答案：1，2，3", "3,2,1"), ("答案\n$\\frac{3}{4}$或$-\\frac{3}{4}$", "\\frac{3}{4}, -\\frac{3}{4}"),
-        ("x = 5.0", "5"), ("total: 1,000 dollars", "1000"), ("\\boxed{\\text{5 dollars}}", "5"), ("答案是 3/4", "0.75"),
+        ("x = 5.0", "5"), ("total: 1,000 dollars", "1000"), ("\\boxed{5!}", "5"), ("\\boxed{\\text{5 dollars}}", "5"), ("答案是 3/4", "0.75"),
     ],
 )
 def test_math_accepts_the_right_value_however_written(reply, reference):

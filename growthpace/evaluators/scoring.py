@@ -100,7 +100,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "cloze-punctuation", "cloze",
-        "keeps the punctuation right after the first CJK run (its regex ends in [^\\w\\s]*), so `春天。` is not `春天`",
+        "keeps the punctuation right after the first CJK run (its regex ends in `[^\\w\\s]*`), so `春天。` is not `春天`",
         "trims it, as STUDY_FACTS states the rule",
     ),
     Difference(
@@ -140,7 +140,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "math-cleanup", "math",
-        "compares the extracted string as is: `\\boxed{3!}`, `“5”`, `5 dollars` do not equal 5",
+        "compares the extracted string as is: `\\boxed{5!}`, `“5”`, `5 dollars` do not equal 5",
         "drops closing punctuation (! and ！ too: not a factorial), wrapping quotes and unit words after a number",
     ),
 )
