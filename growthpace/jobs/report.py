@@ -20,34 +20,11 @@ import yaml
 
 from growthpace.platform import growth
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
+from growthpace.platform.selection import select  # noqa: F401 - the report's selection, re-exported
 from growthpace.platform.storage import Layout, StoragePath, is_remote, read_json, read_parquet, upload_tree, write_bytes
 from growthpace.platform.tracking import redact
 
 PER_ABILITY = len(ABILITIES)  # a curated volume v is spread evenly: v / 10 items per ability
-
-
-def select(scores: pl.DataFrame, warmup_for) -> pl.DataFrame:
-    """One row per (cell, ability or OOD subject): selected epoch, test (or OOD) score, baseline."""
-    keys = ["cell_id", "ability"]
-    warm = {int(e): int(warmup_for(int(e))) for e in scores["epochs"].unique().to_list()}
-    eligible = scores.filter(pl.col("epoch") > pl.col("epochs").replace_strict(warm, return_dtype=pl.Int64))
-    valid = eligible.filter(pl.col("split") == "valid")
-    # In-domain: best valid epoch per ability. OOD has no valid split: the epoch best on mean valid.
-    best = (
-        valid.sort(["cell_id", "ability", "score", "epoch"], descending=[False, False, True, False])
-        .group_by(keys, maintain_order=True)
-        .first()
-        .select(*keys, pl.col("epoch").alias("selected_epoch"))
-    )
-    overall = (
-        valid.group_by(["cell_id", "epoch"]).agg(pl.col("score").mean())
-        .sort(["cell_id", "score", "epoch"], descending=[False, True, False])
-        .group_by("cell_id", maintain_order=True).first()
-        .select("cell_id", pl.col("epoch").alias("selected_epoch"))
-    )
-    test = scores.filter(pl.col("split") == "test").join(best, on=keys).filter(pl.col("epoch") == pl.col("selected_epoch"))
-    ood = scores.filter(pl.col("split") == "ood").join(overall, on="cell_id").filter(pl.col("epoch") == pl.col("selected_epoch"))
-    return pl.concat([test, ood], how="vertical_relaxed").drop("epoch")
 
 
 # --------------------------------------------------------------------------------------------------
