@@ -200,6 +200,10 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
         use = with_fit if chosen == "curve" else complete
         if not use:
             continue
+        by_ladder = {}  # both ladders' point MAE where each can be built: the reader sees the choice's effect
+        for m, sizes_m in (("curve", with_fit), ("score", complete)):
+            if sizes_m:
+                by_ladder[m] = float(_mae(predict(m, sizes_m, float(big["params"][0]), volumes)[0], truth))
         pred, pred_b = predict(chosen, use, float(big["params"][0]), volumes)
         mae, mae_b = float(_mae(pred, truth)), _mae(pred_b, truth_b)
         mae_b = _debias(mae, mae_b)
@@ -215,7 +219,7 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
             "ability": ability, "mae": ci["value"], "lo": ci["lo"], "hi": ci["hi"],
             "baseline_mae": bci["value"] if bci else None, "baseline_lo": bci["lo"] if bci else None,
             "baseline_hi": bci["hi"] if bci else None, "baseline_size": second, "method": chosen,
-            "fitted_on": use, "target": target,
+            "fitted_on": use, "target": target, "mae_by_ladder": by_ladder,
             "verdict": _holdout_verdict(mae, ci["hi"], base if base is not None else math.inf, tolerance),
             "volumes": [{"volume": float(v), "predicted": float(p), "measured": float(m)}
                         for v, p, m in zip(volumes, pred, truth)],
