@@ -186,8 +186,8 @@ def _metric_key(*parts: str) -> str:
 
 def mlflow_series(summary: dict) -> dict[str, dict[int, float]]:
     """What the study's parent run carries: curve/<size>/<ability> at step = volume (measured curated
-    test score, so MLflow's compare view draws growth curves across studies) and the pace numbers at
-    step 0."""
+    test score, so MLflow's compare view draws growth curves across studies) and the pace, size
+    hold-out and decision-accuracy numbers at step 0."""
     series: dict[str, dict[int, float]] = {}
     for r in summary["measured"]:
         if r["source"] == "curated" and r["mix"] == "" and r["split"] == "test":
@@ -208,6 +208,13 @@ def mlflow_series(summary: dict) -> dict[str, dict[int, float]]:
             series[_metric_key("extrapolation", r["size"], r["ability"], "error")] = {0: r["error"]}
     if summary["extrapolation"]["mean_abs_error"] is not None:
         series["extrapolation/mean_abs_error"] = {0: summary["extrapolation"]["mean_abs_error"]}
+    for r in (summary.get("size_holdout") or {}).get("rows", []):
+        for name in ("mae", "baseline_mae"):
+            if r[name] is not None:
+                series[_metric_key("holdout", r["ability"], name)] = {0: r[name]}
+    for r in (summary.get("decision_accuracy") or {}).get("rows", []):
+        if r["agree"] is not None:
+            series[_metric_key("decision_accuracy", r["ability"])] = {0: r["agree"]}
     rec = summary.get("recommendation")
     if rec and rec["gain_over_even"]["value"] is not None:
         series["recommend/predicted_gain_over_even"] = {0: rec["gain_over_even"]["value"]}
