@@ -163,3 +163,14 @@ def test_paired_rows_from_verdicts_with_costs_and_bh():
     assert all(r["cost"]["gpu_hours"] == pytest.approx(1.0) for r in rows)  # two cells of 0.5 GPU-h
     assert all(r["q"] >= r["p"] for r in rows)
     assert rows[0]["a"].startswith("1M/curated-") and rows[0]["b"].startswith("1M/synthetic-")
+
+
+def test_costs_add_up_and_an_unknown_cell_makes_the_sum_unknown():
+    measured = {"gpu_hours": 1.0, "core_hours": 4.0, "basis": "measured"}
+    planned = {"gpu_hours": 2.0, "core_hours": None, "basis": "plan"}
+    both = decisions.add_costs(measured, planned)
+    assert both["gpu_hours"] == 3.0 and both["core_hours"] is None and both["basis"] == "measured+plan"
+    again = decisions.add_costs(both, measured)
+    assert again["gpu_hours"] == 4.0 and again["basis"] == "measured+plan" and again["cells"] == 3
+    assert decisions.add_costs(measured, {"gpu_hours": None, "core_hours": None, "basis": "unknown"})["gpu_hours"] is None
+    assert decisions.add_costs()["gpu_hours"] is None

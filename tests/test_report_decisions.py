@@ -121,3 +121,4 @@ def test_local_report_shows_holdout_decisions_and_paired_tests(local_study):
                     "Is a gap real? Paired tests on the same items"):
         assert heading in page
     assert "How to read it" in page and "GPU-h" in page and "points per 1,000 items" in page
+    assert (store / "report" / "holdout.png").stat().st_size > 1000 and 'src="holdout.png"' in page

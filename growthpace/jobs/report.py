@@ -164,6 +164,8 @@ def write_report(scores: pl.DataFrame, folder: StoragePath, study: str, warmup_f
         plots.plot_growth(measured, fits, classes, sizes, tmp / "abilities.png")
         plots.plot_sources(measured, sizes, tmp / "sources.png")
         plots.plot_ood(measured, summary["transfer"], sizes, tmp / "ood.png")
+        if summary["size_holdout"]["rows"]:
+            plots.plot_holdout(summary["size_holdout"], tmp / "holdout.png")
         if rec is not None:
             plots.plot_recommendation(rec, tmp / "recommendation.png")
             write_bytes(tmp / f"{rec.name}.yaml", page.mix_yaml(rec, study).encode())

@@ -50,7 +50,7 @@ def add_costs(*costs: dict | None) -> dict:
         for k in ("gpu_hours", "core_hours"):
             out[k] = None if out[k] is None or c.get(k) is None else out[k] + c[k]
         out["cells"] += int(c.get("cells", 1))
-        out["basis"] |= set(c["basis"]) if isinstance(c.get("basis"), (set, list, tuple)) else {c.get("basis") or "unknown"}
+        out["basis"] |= set(str(c.get("basis") or "unknown").split("+"))  # a sum's basis is "a+b"
     if not parts:
         out.update(gpu_hours=None, core_hours=None)
     out["basis"] = "+".join(sorted(out["basis"])) or "unknown"
@@ -116,8 +116,8 @@ def ladder_curve(fits: list[growth.CurveFit], target_params: float) -> tuple[np.
 
 def ladder_scores(log_params: np.ndarray, scores: np.ndarray, target: float) -> np.ndarray:
     """The alternative ladder: at each volume the score itself linear in log2(parameters).
-    scores (..., S, V) -> (..., V)."""
-    return extrapolate_in_size(log_params, scores, target)
+    scores (..., S, V) -> (..., V), held within 0-100 as a score is."""
+    return np.clip(extrapolate_in_size(log_params, scores, target), *growth.SCORE)
 
 
 def _mae(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -210,9 +210,11 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
         # Baseline: the largest of the smaller sizes measured at every target volume, as it is.
         second = complete[-1] if complete else None
         base = base_b = None
+        base_scores = np.full(len(volumes), np.nan)
         if second is not None:
             at = grid[second].filter(pl.col("volume").is_in(volumes.tolist())).sort("volume")
-            base = float(_mae(at["score"].to_numpy(), truth))
+            base_scores = at["score"].to_numpy()
+            base = float(_mae(base_scores, truth))
             base_b = _debias(base, _mae(boot[at["_i"].to_numpy()].T, truth_b))
         ci, bci = growth._ci(mae, mae_b, conf), growth._ci(base, base_b, conf) if base is not None else None
         out["rows"].append({
@@ -221,8 +223,8 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
             "baseline_hi": bci["hi"] if bci else None, "baseline_size": second, "method": chosen,
             "fitted_on": use, "target": target, "mae_by_ladder": by_ladder,
             "verdict": _holdout_verdict(mae, ci["hi"], base if base is not None else math.inf, tolerance),
-            "volumes": [{"volume": float(v), "predicted": float(p), "measured": float(m)}
-                        for v, p, m in zip(volumes, pred, truth)],
+            "volumes": [{"volume": float(v), "predicted": float(p), "measured": float(m), "baseline": _num(b)}
+                        for v, p, m, b in zip(volumes, pred, truth, base_scores)],
         })
     return out
 

@@ -129,6 +129,25 @@ def plot_ood(measured: growth.Measured, transfer: dict, sizes: list[str], out: P
                                  "(o curated, s synthetic, ^ mix)")
 
 
+def plot_holdout(holdout: dict, out: Path) -> None:
+    """Per ability: the largest size's measured score, the smaller sizes' prediction of it, and the
+    baseline (the second-largest size's measured score), against volume."""
+    rows = holdout["rows"]
+    plt, fig, axes = _panels(max(len(rows), 1))
+    for i, (ax, r) in enumerate(zip(axes, rows)):
+        v = [p["volume"] for p in r["volumes"]]
+        ax.plot(v, [p["measured"] for p in r["volumes"]], "-o", color="k", markersize=3, linewidth=1,
+                label=f"{holdout['target']} measured" if i == 0 else None)
+        ax.plot(v, [p["predicted"] for p in r["volumes"]], "--s", color="C0", markersize=3, linewidth=1,
+                label="predicted from smaller sizes" if i == 0 else None)
+        ax.plot(v, [math.nan if p["baseline"] is None else p["baseline"] for p in r["volumes"]], ":^", color="C1",
+                markersize=3, linewidth=1, label="baseline: second-largest size" if i == 0 else None)
+        ax.set_xscale("log")
+        ax.set_title(f"{r['ability']}: MAE {pm({'value': r['mae'], 'lo': r['lo'], 'hi': r['hi']})}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    _finish(plt, fig, axes, out, "size hold-out: curated test score (%) of the largest size vs items (log)")
+
+
 def plot_recommendation(rec: growth.Recommendation, out: Path) -> None:
     plt = _plt()
     abilities = list(rec.allocations["recommended"])
