@@ -159,15 +159,8 @@ def write_report(scores: pl.DataFrame, folder: StoragePath, study: str, warmup_f
         )
         summary = {"study": study, "cells": scores["cell_id"].n_unique(),
                    "checkpoints": scores.select("cell_id", "epoch").unique().height, **summary}
-        sizes = list(dict.fromkeys(measured.rows.sort("params", "size")["size"].to_list()))
-        classes = {a["ability"]: a["class"] for a in summary["abilities"]}
-        plots.plot_growth(measured, fits, classes, sizes, tmp / "abilities.png")
-        plots.plot_sources(measured, sizes, tmp / "sources.png")
-        plots.plot_ood(measured, summary["transfer"], sizes, tmp / "ood.png")
-        if summary["size_holdout"]["rows"]:
-            plots.plot_holdout(summary["size_holdout"], tmp / "holdout.png")
+        plots.draw(summary, measured, fits, rec, tmp)
         if rec is not None:
-            plots.plot_recommendation(rec, tmp / "recommendation.png")
             write_bytes(tmp / f"{rec.name}.yaml", page.mix_yaml(rec, study).encode())
         summary = _json_safe(summary)
         write_bytes(tmp / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())

@@ -164,3 +164,16 @@ def plot_recommendation(rec: growth.Recommendation, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
+
+
+def draw(summary: dict, measured: growth.Measured, fits, rec: growth.Recommendation | None, folder: Path) -> None:
+    """Every PNG of the report into folder: abilities, sources, ood, holdout, recommendation."""
+    sizes = list(dict.fromkeys(measured.rows.sort("params", "size")["size"].to_list()))
+    classes = {a["ability"]: a["class"] for a in summary["abilities"]}
+    plot_growth(measured, fits, classes, sizes, folder / "abilities.png")
+    plot_sources(measured, sizes, folder / "sources.png")
+    plot_ood(measured, summary["transfer"], sizes, folder / "ood.png")
+    if summary["size_holdout"]["rows"]:
+        plot_holdout(summary["size_holdout"], folder / "holdout.png")
+    if rec is not None:
+        plot_recommendation(rec, folder / "recommendation.png")
