@@ -174,3 +174,27 @@ def test_costs_add_up_and_an_unknown_cell_makes_the_sum_unknown():
     assert again["gpu_hours"] == 4.0 and again["basis"] == "measured+plan" and again["cells"] == 3
     assert decisions.add_costs(measured, {"gpu_hours": None, "core_hours": None, "basis": "unknown"})["gpu_hours"] is None
     assert decisions.add_costs()["gpu_hours"] is None
+
+
+def test_recommendation_check_is_paired_per_ability_and_on_the_mean():
+    rng = np.random.default_rng(3)
+    sel, ver = [], []
+    lift = {"code": 0.25, "math": 0.25, "ethics": 0.0}  # the recommended mix helps two abilities of three
+    for mix in ("even-320", "recommended-320"):
+        for a in ABILITIES:
+            p = 0.4 + (lift[a] if mix.startswith("recommended") else 0.0)
+            correct = rng.random(200) < p
+            sel.append({"cell_id": mix, "size": "1M", "source": "mix", "volume": 320, "mix": mix, "seed": 0,
+                        "split": "test", "ability": a})
+            ver += [{"cell_id": mix, "split": "test", "ability": a, "idx": str(i), "correct": bool(c)}
+                    for i, c in enumerate(correct)]
+    out = decisions.paired(decisions.item_means(pl.DataFrame(ver), pl.DataFrame(sel)), samples=300)
+    rows = {r["ability"]: r for r in out["rows"]}
+    assert set(rows) == {*ABILITIES, "mean"}
+    assert all(r["kind"] == "recommendation" and r["a"] == "1M/mix:recommended-320" and r["b"] == "1M/mix:even-320"
+               for r in rows.values())
+    assert rows["code"]["significant"] and rows["math"]["significant"] and not rows["ethics"]["significant"]
+    mean = rows["mean"]
+    expected = np.mean([rows[a]["gap"] for a in ABILITIES])
+    assert mean["gap"] == pytest.approx(expected) and mean["lo"] < expected < mean["hi"] and mean["significant"]
+    assert mean["items"] == 3 * 200
