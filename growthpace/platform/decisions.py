@@ -140,13 +140,59 @@ def _holdout_verdict(mae: float, hi: float | None, baseline: float, tolerance: f
     return "not usable: no better than the second-largest size"
 
 
+@dataclass
+class _Ladder:
+    """One ability's curated test rows and curves, to predict a size's scores at the target's volumes."""
+
+    ability: str
+    rows: pl.DataFrame  # size, params, volume, score, _i (the row's index into boot)
+    boot: np.ndarray
+    fits: dict[tuple[str, str], growth.CurveFit]
+    volumes: np.ndarray
+
+    def at(self, size: str) -> pl.DataFrame:
+        return self.rows.filter((pl.col("size") == size) & pl.col("volume").is_in(self.volumes.tolist())).sort("volume")
+
+    def params(self, size: str) -> float:
+        return float(self.rows.filter(pl.col("size") == size)["params"][0])
+
+    def complete(self, size: str) -> bool:
+        """Measured at every target volume (what the score ladder and the baseline need)."""
+        return self.at(size).height == len(self.volumes)
+
+    def predict(self, method: str, use: list[str], params: float) -> tuple[np.ndarray, np.ndarray]:
+        """(point (V,), replicates (B, V)) of the score at `params` from the sizes `use`."""
+        t = math.log2(params)
+        if method == "curve":
+            p, reps = ladder_curve([self.fits[(self.ability, s)] for s in use], params)
+            return growth.growth_score(self.volumes, *p), growth.growth_score(self.volumes, *(reps.T[:, :, None]))
+        x = np.log2([self.params(s) for s in use])
+        rows = [self.at(s) for s in use]
+        reps = np.stack([self.boot[r["_i"].to_numpy()] for r in rows])  # (S, V, B)
+        return (ladder_scores(x, np.stack([r["score"].to_numpy() for r in rows]), t),
+                ladder_scores(x, np.moveaxis(reps, -1, 0), t))
+
+    def choose(self, method: str, with_fit: list[str], complete: list[str]) -> str:
+        if method != "auto":
+            return method
+        inner = [s for s in complete if s in with_fit]
+        if len(inner) >= 3:  # the evidence: which ladder predicts the second-largest from the rest
+            truth = self.at(inner[-1])["score"].to_numpy()
+            errs = {m: float(_mae(self.predict(m, inner[:-1], self.params(inner[-1]))[0], truth))
+                    for m in ("curve", "score")}
+            return min(errs, key=errs.get)
+        # Without evidence, the score ladder: on synthetic ladders it erred less than extrapolated curve
+        # parameters, whose midpoint and steepness are poorly pinned where a curve has not turned yet.
+        return "score" if complete else "curve"
+
+
 def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.CurveFit], *,
                  method: str = "auto", tolerance: float = HOLDOUT_TOLERANCE) -> dict:
     """Per ability: predict the largest size's curated test scores at every volume from the smaller sizes.
 
     method: "curve" (curve parameters linear in log2 params), "score" (score at each volume linear in
     log2 params) or "auto": with three or more smaller sizes, the one whose own hold-out (predict the
-    second-largest from the rest) errs less; else "score" where every smaller size was measured at the
+    second-largest from the rest) errs less; else "score" where a smaller size was measured at all the
     largest size's volumes, "curve" otherwise.
     Rows: ability, mae, lo, hi (interval over the item/seed bootstrap), baseline_mae (+ its interval),
     method, verdict, per-volume predictions.
@@ -157,74 +203,43 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
     out = {"target": sizes[-1] if sizes else None, "fitted_on": sizes[:-1], "tolerance": tolerance, "rows": []}
     if len(sizes) < 2:
         return out
-    conf = measured.confidence
-    target, small = sizes[-1], sizes[:-1]
+    target = sizes[-1]
     for ability in sorted(part["ability"].unique().to_list()):
         g = part.filter(pl.col("ability") == ability)
         big = g.filter(pl.col("size") == target).sort("volume")
-        if not big.height:
+        here = [s for s in sizes[:-1] if g.filter(pl.col("size") == s).height]
+        if not big.height or not here:
             continue
-        volumes = big["volume"].to_numpy().astype(float)
+        lad = _Ladder(ability, g, boot, fits, big["volume"].to_numpy())
         truth, truth_b = big["score"].to_numpy(), boot[big["_i"].to_numpy()].T  # (V,), (B, V)
-        here = [s for s in small if g.filter(pl.col("size") == s).height]
-        if not here:
-            continue
-        # The scores ladder needs each smaller size measured at the target's volumes.
-        grid = {s: g.filter(pl.col("size") == s).select("volume", "_i", "score") for s in here}
-        complete = [s for s in here if set(volumes) <= set(grid[s]["volume"].to_list())]
         with_fit = [s for s in here if (ability, s) in fits]
-
-        def predict(use_method: str, use: list[str], at: float, at_volumes: np.ndarray):
-            if use_method == "curve":
-                fs = [fits[(ability, s)] for s in use]
-                p, reps = ladder_curve(fs, at)
-                return growth.growth_score(at_volumes, *p), growth.growth_score(at_volumes, *(reps.T[:, :, None]))
-            x = np.log2([float(g.filter(pl.col("size") == s)["params"][0]) for s in use])
-            ix = np.stack([[int(grid[s].filter(pl.col("volume") == v)["_i"][0]) for v in at_volumes] for s in use])
-            pts = np.stack([[float(grid[s].filter(pl.col("volume") == v)["score"][0]) for v in at_volumes] for s in use])
-            return ladder_scores(x, pts, math.log2(at)), ladder_scores(x, np.moveaxis(boot[ix], -1, 0), math.log2(at))
-
-        chosen = method
-        if method == "auto":
-            # Without evidence, the score ladder: on the same data it errs less than extrapolated curve
-            # parameters, whose midpoint and steepness are poorly pinned where a curve has not turned yet.
-            chosen = "score" if complete == here else "curve"
-            inner = [s for s in here if s in with_fit and s in complete]
-            if len(inner) >= 3:  # the evidence: which ladder predicts the second-largest from the rest
-                held = inner[-1]
-                at = grid[held].filter(pl.col("volume").is_in(volumes.tolist())).sort("volume")
-                hp = float(g.filter(pl.col("size") == held)["params"][0])
-                errs = {m: float(_mae(predict(m, inner[:-1], hp, volumes)[0], at["score"].to_numpy()))
-                        for m in ("curve", "score")}
-                chosen = min(errs, key=errs.get)
+        complete = [s for s in here if lad.complete(s)]
+        chosen = lad.choose(method, with_fit, complete)
         use = with_fit if chosen == "curve" else complete
         if not use:
             continue
-        by_ladder = {}  # both ladders' point MAE where each can be built: the reader sees the choice's effect
-        for m, sizes_m in (("curve", with_fit), ("score", complete)):
-            if sizes_m:
-                by_ladder[m] = float(_mae(predict(m, sizes_m, float(big["params"][0]), volumes)[0], truth))
-        pred, pred_b = predict(chosen, use, float(big["params"][0]), volumes)
-        mae, mae_b = float(_mae(pred, truth)), _mae(pred_b, truth_b)
-        mae_b = _debias(mae, mae_b)
+        # Both ladders' point MAE where each can be built: the reader sees what the choice changed.
+        by_ladder = {m: float(_mae(lad.predict(m, u, lad.params(target))[0], truth))
+                     for m, u in (("curve", with_fit), ("score", complete)) if u}
+        pred, pred_b = lad.predict(chosen, use, lad.params(target))
+        mae = float(_mae(pred, truth))
+        ci = growth._ci(mae, _debias(mae, _mae(pred_b, truth_b)), measured.confidence)
         # Baseline: the largest of the smaller sizes measured at every target volume, as it is.
         second = complete[-1] if complete else None
-        base = base_b = None
-        base_scores = np.full(len(volumes), np.nan)
+        bci, base_scores = {"value": None, "lo": None, "hi": None}, np.full(len(truth), np.nan)
         if second is not None:
-            at = grid[second].filter(pl.col("volume").is_in(volumes.tolist())).sort("volume")
+            at = lad.at(second)
             base_scores = at["score"].to_numpy()
             base = float(_mae(base_scores, truth))
-            base_b = _debias(base, _mae(boot[at["_i"].to_numpy()].T, truth_b))
-        ci, bci = growth._ci(mae, mae_b, conf), growth._ci(base, base_b, conf) if base is not None else None
+            bci = growth._ci(base, _debias(base, _mae(boot[at["_i"].to_numpy()].T, truth_b)), measured.confidence)
         out["rows"].append({
             "ability": ability, "mae": ci["value"], "lo": ci["lo"], "hi": ci["hi"],
-            "baseline_mae": bci["value"] if bci else None, "baseline_lo": bci["lo"] if bci else None,
-            "baseline_hi": bci["hi"] if bci else None, "baseline_size": second, "method": chosen,
-            "fitted_on": use, "target": target, "mae_by_ladder": by_ladder,
-            "verdict": _holdout_verdict(mae, ci["hi"], base if base is not None else math.inf, tolerance),
+            "baseline_mae": bci["value"], "baseline_lo": bci["lo"], "baseline_hi": bci["hi"], "baseline_size": second,
+            "method": chosen, "fitted_on": use, "target": target, "mae_by_ladder": by_ladder,
+            "verdict": _holdout_verdict(mae, ci["hi"], bci["value"] if bci["value"] is not None else math.inf,
+                                        tolerance),
             "volumes": [{"volume": float(v), "predicted": float(p), "measured": float(m), "baseline": _num(b)}
-                        for v, p, m, b in zip(volumes, pred, truth, base_scores)],
+                        for v, p, m, b in zip(lad.volumes, pred, truth, base_scores)],
         })
     return out
 
