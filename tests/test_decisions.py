@@ -120,14 +120,28 @@ def test_setting_pairs_are_what_the_spec_compares():
     assert vol[1][1] == 40  # the larger volume first: a positive gap = more data helps
 
 
-def test_paired_null_false_positive_rate_is_near_nominal():
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_paired_null_false_positive_rate_is_near_nominal(seeds):
+    """Two equal settings (same item difficulties): p <= 0.05 about 5% of the time. One seed: 0/1
+    verdicts, McNemar; two seeds: averaged verdicts (0, 0.5, 1), the sign-flip test."""
     rng = np.random.default_rng(1)
-    n_sims, items, hits = 400, 120, 0
+    n_sims, items, hits = 1000, 120, 0
     for _ in range(n_sims):
-        p = rng.uniform(0.2, 0.8, items)  # item difficulty shared by both settings: they are equal
-        a, b = rng.random(items) < p, rng.random(items) < p
-        hits += decisions.paired_test([(a, b)], samples=50, flips=1000, rng=rng).p <= 0.05
-    assert 0.025 <= hits / n_sims <= 0.075
+        p = rng.uniform(0.2, 0.8, items)
+        a = np.mean([rng.random(items) < p for _ in range(seeds)], axis=0)
+        b = np.mean([rng.random(items) < p for _ in range(seeds)], axis=0)
+        r = decisions.paired_test([(a, b)], samples=20, rng=rng)
+        assert r.test == ("mcnemar" if seeds == 1 else "sign-flip")
+        hits += r.p <= 0.05
+    assert 0.03 <= hits / n_sims <= 0.07
+
+
+def test_mcnemar_exact_known_case():
+    # 10 discordant items, 9 of them for a: two-sided p = 2 * P(X <= 1 | n=10) = 22 / 1024
+    a = np.array([1] * 9 + [0] + [1] * 5 + [0] * 5, dtype=bool)
+    b = np.array([0] * 9 + [1] + [1] * 5 + [0] * 5, dtype=bool)
+    assert decisions.mcnemar_p(a, b) == pytest.approx(22 / 1024)
+    assert decisions.mcnemar_p(a, a) == 1.0
 
 
 def test_paired_detects_a_real_gap_and_its_interval_covers_it():
