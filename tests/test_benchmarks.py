@@ -12,7 +12,7 @@ import torch
 
 from growthpace.evaluators import benchmarks as bm
 from growthpace.evaluators.requests import Continuation, letter_ids, predict
-from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, n_options, score
+from growthpace.evaluators.scoring import n_options, option_letters, score
 from growthpace.jobs.benchmark import score_settings
 from growthpace.platform.records import DataError
 
@@ -161,14 +161,14 @@ def _direct(be, record):
     assert len(ids) < be.max_length  # nothing truncated: the comparison is exact
     with torch.no_grad():
         logp = torch.log_softmax(be.model(torch.tensor([ids])).logits[0, -1].float(), -1)
-    return {L: logp[be.enc.text(L)[0]].item() for L in ALL_OPTION_LETTERS[: n_options(record)]}
+    return {L: logp[be.enc.text(L)[0]].item() for L in option_letters(record)}
 
 
 def _letters_by_nll(be, records):
     """Each letter's log-prob as minus the continuation NLL of its one token after the prompt."""
     out = []
     for r in records:
-        letters = ALL_OPTION_LETTERS[: n_options(r)]
+        letters = option_letters(r)
         ids, prompt = letter_ids(be.enc, letters), be.enc.prompt(r.prompt)
         nll = be.continuation_nll([Continuation(0, prompt, [t]) for t in ids])
         out.append({L: -v for L, v in zip(letters, nll)})

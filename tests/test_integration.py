@@ -233,13 +233,15 @@ def test_rescore_from_stored_predictions_runs_no_model(finished_study):
 
 
 def test_retention_keeps_best_or_nothing(finished_study):
-    from growthpace.jobs.evaluate import apply_retention, best_valid_epoch
+    from growthpace.evaluators.results import cell_scores
+    from growthpace.jobs.evaluate import apply_retention
+    from growthpace.platform.selection import best_valid_epoch
     from growthpace.jobs.run import run_evaluate
     from growthpace.jobs.study import prepare
 
     spec, layout, _ = finished_study
     cells = prepare(spec, write=False).cells
-    best = best_valid_epoch(layout, cells[0], 0)
+    best = best_valid_epoch(cell_scores(layout, cells[0].cell_id), 0)
     assert best in (1, 2)
     apply_retention(cells[0], layout, "best", best)
     apply_retention(cells[1], layout, "none", None)

@@ -55,7 +55,7 @@ def test_spec_field(tmp_path):
 def test_requests_follow_predict(small_data):
     """One row per generation item, one per perplexity candidate; truncation as the backends do;
     a sampling_params schema without null ints (Ray Data turns those into floats)."""
-    from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, n_options, question_kind
+    from growthpace.evaluators.scoring import option_letters, question_kind
     from growthpace.platform.chat import ChatEncoder
     from growthpace.platform.models import train_tokenizer
     from growthpace.platform.records import read_ood, read_split
@@ -83,7 +83,7 @@ def test_requests_follow_predict(small_data):
             kind = question_kind(items[i])
             assert row["start"] == -1 and not sp["skip_reading_prefix_cache"]
             assert len(row["tokenized_prompt"]) <= 64 - sp["max_tokens"]
-            letters = ALL_OPTION_LETTERS[: n_options(items[i])]
+            letters = option_letters(items[i])
             assert sp["logprob_token_ids"] == ([enc.text(ch)[0] for ch in letters] if kind == "choice" else None)
             if kind == "math":
                 assert sp["max_tokens"] <= 16

@@ -6,8 +6,8 @@ backend (transformers, vLLM in-process, vLLM through ray.data.llm) answers the s
 
 - a ``Generation`` per generated item: the ChatEncoder prompt, cut from the left so that prompt and
   reply fit ``max_length``; greedy reply of at most the kind's token limit (capped by ``limits``),
-  stopped at <eot>; for choice items the log-prob of each of the item's option letters (up to
-  ``ALL_OPTION_LETTERS``) at the FIRST answer position. A limit of 0 reads that position alone: the
+  stopped at <eot>; for choice items the log-prob of each of the item's option letters (A to H,
+  ``scoring.option_letters``) at the FIRST answer position. A limit of 0 reads that position alone: the
   letters' log-probs and no reply (how CMMLU and AGIEval are scored);
 - a ``Continuation`` per candidate of a perplexity item: prompt (cut so the candidate fits) and the
   candidate + <eot>, whose mean token NLL ranks the candidates.
@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, Prediction, max_new_tokens, n_options, needs, question_kind
+from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, option_letters, question_kind
 from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.records import Record
 
@@ -116,7 +116,7 @@ def plan_requests(enc: ChatEncoder, records: Sequence[Record], limits: dict[str,
         kind = question_kind(r)
         limit = min(max_new_tokens(r), limits.get(kind, NO_LIMIT))
         steps = max(1, limit)
-        letters = ALL_OPTION_LETTERS[: n_options(r)] if kind == "choice" else ""
+        letters = option_letters(r) if kind == "choice" else ""
         gens.append(Generation(i, prompt[-(max_length - steps) :], steps, limit > 0, letters, letter_ids(enc, letters)))
     gens.sort(key=lambda g: (g.max_tokens, g.reply, len(g.letters), g.item))
     return RequestPlan(len(records), enc, gens, conts)

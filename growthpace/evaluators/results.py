@@ -187,16 +187,21 @@ def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str,
     return out
 
 
+def cell_scores(layout: Layout, cell_id: str) -> pl.DataFrame:
+    """Every stored epoch's scores of one cell (empty before any)."""
+    files = layout.cell_score_files(cell_id)
+    return pl.concat([read_parquet(f) for f in files]) if files else pl.DataFrame()
+
+
 def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
     """scores.parquet: one row per (cell, epoch, split, ability), with the cell's settings."""
     frames = []
     for cell in cells:
-        files = layout.cell_score_files(cell.cell_id)
-        if not files:
+        part = cell_scores(layout, cell.cell_id)
+        if part.is_empty():
             continue
         params = cell.params()
         meta = {k: params[k] for k in ("model", "size", "source", "volume", "mix", "seed", "epochs")}
-        part = pl.concat([read_parquet(f) for f in files])
         frames.append(part.with_columns(**{k: pl.lit(v) for k, v in meta.items()}))
     if not frames:
         return pl.DataFrame()

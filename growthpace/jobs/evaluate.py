@@ -30,6 +30,7 @@ from growthpace.evaluators.results import (
     ROW_COLUMNS,
     EvalSets,
     Pending,
+    cell_scores,
     collect_scores,
     eval_set_hash,
     flatten_sets,
@@ -41,7 +42,8 @@ from growthpace.evaluators.results import (
 )
 from growthpace.platform.cells import Cell
 from growthpace.platform.checkpoints import checkpoint_list, model_dir, remove_weights
-from growthpace.platform.storage import Layout, as_location, localize, read_parquet
+from growthpace.platform.selection import best_valid_epoch
+from growthpace.platform.storage import Layout, as_location, localize
 
 console = Console(stderr=True)
 
@@ -167,7 +169,8 @@ def score_with_processor(
 
 
 def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | None) -> list[str]:
-    """Delete checkpoint weights after scoring: keep `all`, the `best` validation epoch, or `none`."""
+    """Delete checkpoint weights after scoring: keep `all`, the `best` validation epoch
+    (platform/selection.py), or `none`."""
     if policy == "all":
         return []
     removed = []
@@ -181,17 +184,6 @@ def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | N
             continue  # a checkpoint list never makes the study delete outside its storage
         removed += remove_weights(ck["path"])
     return removed
-
-
-def best_valid_epoch(layout: Layout, cell: Cell, warmup: int) -> int | None:
-    frames = [read_parquet(f) for f in layout.cell_score_files(cell.cell_id)]
-    if not frames:
-        return None
-    valid = pl.concat(frames).filter((pl.col("split") == "valid") & (pl.col("epoch") > warmup))
-    if valid.is_empty():
-        return None
-    best = valid.group_by("epoch").agg(pl.col("score").mean()).sort(["score", "epoch"], descending=[True, False])
-    return int(best["epoch"][0])
 
 
 class Scoring:
@@ -232,7 +224,7 @@ class Scoring:
         for cell in self.study.cells:
             if cell.cell_id in self.finished or cell.cell_id not in found.trained:
                 continue
-            best = best_valid_epoch(layout, cell, ev.warmup_for(cell.epochs))
+            best = best_valid_epoch(cell_scores(layout, cell.cell_id), ev.warmup_for(cell.epochs))
             apply_retention(cell, layout, ev.retention, best)
             self.tracker.finish(self.run_ids[cell.cell_id])
             self.finished.add(cell.cell_id)
