@@ -21,15 +21,15 @@ if TYPE_CHECKING:
 
 class Backend(Protocol):
     name: str  # recorded with every prediction row
-    enc: "ChatEncoder"  # the checkpoint's chat framing: prompts are planned with it
+    enc: ChatEncoder  # the checkpoint's chat framing: prompts are planned with it
     max_length: int  # prompt + reply tokens the engine holds
 
-    def generate(self, requests: "Sequence[Generation]") -> "list[Reply]":
+    def generate(self, requests: Sequence[Generation]) -> list[Reply]:
         """Greedy replies stopped at <eot> (at most ``max_tokens`` each), with the log-probs of each
         request's ``letter_ids`` at the first generated position."""
         ...
 
-    def continuation_nll(self, requests: "Sequence[Continuation]") -> list[float]:
+    def continuation_nll(self, requests: Sequence[Continuation]) -> list[float]:
         """Mean token NLL of each continuation given its prompt."""
         ...
 
@@ -37,7 +37,7 @@ class Backend(Protocol):
         """Free the engine, so the next checkpoint starts with nothing carried over."""
         ...
 
-    def answer(self, plan: "RequestPlan") -> "list[Prediction]":
+    def answer(self, plan: RequestPlan) -> list[Prediction]:
         """Every request of a plan; an engine that runs both kinds in one pass overrides it."""
         return plan.predictions(self.generate(plan.generations), self.continuation_nll(plan.continuations))
 

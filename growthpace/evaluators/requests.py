@@ -93,6 +93,7 @@ def by_limit(requests: Sequence[Generation]) -> list[list[int]]:
 
 
 def letter_ids(enc: ChatEncoder, letters: str) -> tuple[int, ...]:
+    """The token each letter starts with; two letters on one token could not be told apart."""
     ids = tuple(enc.text(ch)[0] for ch in letters)
     if len(set(ids)) != len(ids):
         raise ValueError(f"option letters {letters} share a first token in this tokenizer: {ids}")
@@ -101,11 +102,12 @@ def letter_ids(enc: ChatEncoder, letters: str) -> tuple[int, ...]:
 
 def plan_requests(enc: ChatEncoder, records: Sequence[Record], limits: dict[str, int] | None = None,
                   max_length: int = 1024) -> RequestPlan:
-    """The requests for ``records``; generations come grouped by (token limit, letters), the groups in
-    ascending order, so a backend that runs a group per call pads and caches alike."""
+    """The requests for ``records``. Generations come sorted by token limit (then letters-only first,
+    then by number of letters), so a backend that runs one limit per call pads and caches alike."""
     limits = limits or {}
     gens: list[Generation] = []
     conts: list[Continuation] = []
+    ids: dict[str, tuple[int, ...]] = {}  # option letters -> their tokens, once per plan
     for i, r in enumerate(records):
         prompt = enc.prompt(r.prompt)
         if needs(r) == "rank":
@@ -117,11 +119,13 @@ def plan_requests(enc: ChatEncoder, records: Sequence[Record], limits: dict[str,
         limit = min(max_new_tokens(r), limits.get(kind, NO_LIMIT))
         steps = max(1, limit)
         letters = option_letters(r) if kind == "choice" else ""
-        gens.append(Generation(i, prompt[-(max_length - steps) :], steps, limit > 0, letters, letter_ids(enc, letters)))
+        if letters not in ids:
+            ids[letters] = letter_ids(enc, letters)
+        gens.append(Generation(i, prompt[-(max_length - steps) :], steps, limit > 0, letters, ids[letters]))
     gens.sort(key=lambda g: (g.max_tokens, g.reply, len(g.letters), g.item))
     return RequestPlan(len(records), enc, gens, conts)
 
 
-def predict(backend: "Backend", records: Sequence[Record], limits: dict[str, int] | None = None) -> list[Prediction]:
+def predict(backend: Backend, records: Sequence[Record], limits: dict[str, int] | None = None) -> list[Prediction]:
     """What one loaded checkpoint says to every record; ``limits`` caps generation per question kind."""
     return backend.answer(plan_requests(backend.enc, records, limits, backend.max_length))
