@@ -26,7 +26,8 @@ def test_python_m_growthpace_lists_the_commands(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["-m", "growthpace", "evaluate"], ["-m", "growthpace.jobs.evaluate"],
-                                  ["-m", "growthpace.jobs.run"], ["-m", "growthpace.jobs.report"]])
+                                  ["-m", "growthpace.jobs.run"], ["-m", "growthpace.jobs.sweep"],
+                                  ["-m", "growthpace.jobs.report"]])
 def test_bad_spec_exits_2_naming_the_field_on_every_path(tmp_path, args):
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: t\nstorage: store\nmodels: [{name: llama-nano, size: s}]\nbogus: 1\n")
