@@ -31,7 +31,11 @@ def _truth(params: float, source: str, ability: str, volume: int) -> float:
 
 @pytest.fixture(scope="module")
 def local_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("local")
+    return build_local_study(tmp_path_factory.mktemp("local"))
+
+
+def build_local_study(root: Path) -> tuple[Path, Path]:
+    """(spec path, storage) of a finished local.yaml-shaped study under root, before `growthpace report`."""
     raw = yaml.safe_load(LOCAL.read_text())
     raw["storage"] = str(root / "store")
     raw["data"]["root"] = str(root / "no-data")  # the report never reads the dataset it cannot find
