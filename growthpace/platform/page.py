@@ -15,6 +15,7 @@ from string import Template
 import polars as pl
 import yaml
 
+from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.analysis import PER_ABILITY
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
@@ -87,6 +88,9 @@ def selected_table(selected: pl.DataFrame) -> str:
         .pivot(on="ability", index=["size", "source", "volume", "mix"], values="score")
         .sort(["size", "source", "volume"])
     )
+    keys = ["size", "source", "volume", "mix"]
+    known = [a for a in (*ABILITIES, *OOD_SUBJECTS) if a in wide.columns]  # the study's order, not the pivot's
+    wide = wide.select(*keys, *known, *[c for c in wide.columns if c not in keys and c not in known])
     return html_table([str(c) for c in wide.columns], [["" if v is None else v for v in row] for row in wide.iter_rows()])
 
 
