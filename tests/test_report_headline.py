@@ -116,7 +116,8 @@ def test_findings_do_not_hold_and_the_sentences_say_so():
     assert "0 of 10 abilities score above" in text[0] and text[0].endswith("excluding it.")
     assert text[1].startswith("No ability's gain per doubling of data has its 95% interval at or above 1 point")
     assert "the fastest measured is ethics at 1.3 [-0.6, 2.3]" in text[1]
-    assert "every two abilities' gain intervals overlap" in text[2] and "1 pace classes" in text[2]
+    assert text[2].startswith("All 10 abilities are flat, from biology 0.4 [-0.6, 1.4] to ethics 1.3 [-0.6, 2.3]. "
+                              "1 pace class (flat 10); every two abilities' gain intervals overlap")
     assert "(synthetic beats curated); 0 of 10 abilities' gap intervals exclude 0 in curated's favour, 2 in synthetic's" \
         in text[3]
     assert "below it, the interval excluding it" in text[4]

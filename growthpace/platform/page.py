@@ -144,9 +144,15 @@ def headline_sentences(h: dict) -> list[str]:
             out.append(f"No ability's gain per doubling of data has its {conf} interval at or above "
                        f"{p['threshold']:g} point; the fastest measured is {top['ability']} at {pm(top['gain'])} {per}.")
         flat = [rows[a] for a in p["flat"]]
+        if not flat:
+            said = "No ability is flat."
+        elif len(flat) == len(rows):  # the slowest and the fastest say it; ten intervals would not
+            said = f"All {len(flat)} abilities are flat, from {_gains(flat[-1:])} to {_gains(flat[:1])}."
+        else:
+            said = f"Flat: {_gains(flat)}."
         classes = ", ".join(f"{c} {n}" for c, n in sorted(p["classes"].items(), key=lambda kv: -kv[1]))
-        out.append((f"Flat: {_gains(flat)}." if flat else "No ability is flat.")
-                   + f" {p['class_count']} pace classes ({classes}); " + _separated(p, rows))
+        n = p["class_count"]
+        out.append(f"{said} {n} pace {'class' if n == 1 else 'classes'} ({classes}); " + _separated(p, rows))
 
     src = h["sources"]
     if src["mean"] is None:
@@ -165,7 +171,7 @@ def headline_sentences(h: dict) -> list[str]:
     else:
         verdict = {"above": "above it, the interval excluding it", "below": "below it, the interval excluding it",
                    None: "not distinguishable from it, the interval includes it"}[tr["side"]]
-        r = f" Across settings OOD follows the in-domain mean with r = {pm(tr['r'], 2)}." if tr.get("r") else ""
+        r = f" Across settings the OOD and in-domain means correlate with r = {pm(tr['r'], 2)}." if tr.get("r") else ""
         out.append(f"Cross-ability transfer: the OOD mean at {where} is {pm(tr['ood'])} against its random baseline "
                    f"{f(tr['baseline'])}: {verdict}.{r}")
     return out
