@@ -10,7 +10,7 @@ from rich.progress import track
 from growthpace.platform.cells import Cell, expand
 from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.data import Dataset, ensure_generated, load_dataset, write_cell_data
-from growthpace.platform.models import PRESETS, describe, ensure_base_model, ensure_tokenizer, train_tokenizer
+from growthpace.platform.models import ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
@@ -137,12 +137,8 @@ def plan_rows(study: Study) -> list[dict]:
         if cell.model not in params:
             if models[cell.model].params:
                 params[cell.model] = models[cell.model].params
-            elif study.tokenizer is None and cell.model in PRESETS:  # declared data: no tokenizer trained
-                from growthpace.platform.models import VOCAB_SIZE, count_params, llama_config
-
-                params[cell.model] = count_params(llama_config(PRESETS[cell.model], VOCAB_SIZE))
-            else:
-                params[cell.model] = describe(cell.model, study.tokenizer)[0]
+            else:  # declared data trains no tokenizer: a preset then counts VOCAB_SIZE
+                params[cell.model] = param_count(cell.model, study.tokenizer)
         if declared:
             items = cell.allocation.total
             tokens = study.dataset.tokens(cell.allocation, cell.training["max_length"])
