@@ -24,7 +24,9 @@ from growthpace.evaluators.scoring import SCORER_VERSION, Prediction, question_k
 from growthpace.platform.cells import Cell
 from growthpace.platform.checkpoints import check_checkpoint, checkpoint_hash, checkpoint_list
 from growthpace.platform.records import Record
-from growthpace.platform.storage import Layout, read_json, read_parquet, stable_hash, write_json, write_parquet
+from growthpace.platform.storage import (
+    Layout, StoredFileError, read_json, read_parquet, rebuild_hint, stable_hash, write_json, write_parquet,
+)
 
 EvalSets = dict[tuple[str, str], list[Record]]  # (split, ability) -> records
 PREDICTION_COLUMNS = [
@@ -167,7 +169,8 @@ def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str,
             for row in rows:
                 record = by_key.get((row["split"], row["ability"], row["idx"]))
                 if record is None:
-                    raise ValueError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets")
+                    raise StoredFileError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets "
+                                          f"(they changed since it was scored); {rebuild_hint(f)}")
                 p = Prediction(
                     text=row["text"] or "",
                     letter_logprobs=json.loads(row["letter_logprobs"]) if row["letter_logprobs"] else None,

@@ -248,7 +248,7 @@ def run_evaluate(spec, study=None) -> pl.DataFrame:
     from growthpace.jobs.cluster import connect
     from growthpace.jobs.study import prepare
 
-    study = study or prepare(spec, write=True)
+    study = study or prepare(spec, write=True, ray=("scoring",))
     connect(spec)
     t0 = time.time()
     scoring = Scoring(spec, study)
