@@ -174,7 +174,13 @@ def test_plan_rows_of_doit():
     assert by[("7b", "mix", "mix-40960")]["items"] == 39618 + 40960
     assert by[("7b", "synthetic", "40960")]["items"] == 40960
     r = by[("13b", "curated", "10000")]
-    assert r["gpus"] == 8 and r["gpu_hours"] == pytest.approx(r["tokens"] * 15 / 1300 / 3600)
+    assert r["gpus"] == 8 and r["gpu_hours"] == pytest.approx(r["train_tokens"] / 1300 / 3600)
+    # each epoch is filled up to whole global batches (8 workers x micro 8): 157 x 64 = 10048 items
+    assert r["global_batch"] == 64 and r["optimizer_steps"] == 15 * 157
+    assert r["train_tokens"] == round(r["tokens"] * 15 * 10048 / 10000)
+    # the example: 4 workers x micro 8 x accumulation 2, 10 items, 25 epochs = 25 steps (not 12)
+    small = by[("7b", "curated", "10")]
+    assert small["global_batch"] == 64 and small["optimizer_steps"] == 25
     assert by[("7b", "curated", "10000")]["gpus"] == 4
     assert all(r["declared"] for r in rows)
     # 33b: ZeRO-3 and a smaller micro-batch; the others keep the study-wide ZeRO-2.
@@ -182,6 +188,35 @@ def test_plan_rows_of_doit():
     stages = {c.size: c.training["zero_stage"] for c in study.cells}
     assert stages == {"7b": 2, "13b": 2, "33b": 3}
     assert {c.size: c.custom_resources for c in study.cells}["33b"] == {"large_gpu": 1}
+
+
+def test_plan_json_of_doit_sums_its_cells_and_fits_the_volume():
+    from typer.testing import CliRunner
+
+    from growthpace.cli import app
+
+    spec = _doit()
+    if spec.data_root.exists():
+        pytest.skip(f"{spec.data_root} exists here: plan reads the real files, not the declared counts")
+    result = CliRunner().invoke(app, ["plan", str(REPO / "experiments" / "doit.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    cells, totals = doc["cells"], doc["totals"]
+    assert len(cells) == totals["cells"] == 29
+    fields = ("items", "epochs", "optimizer_steps", "train_tokens", "gpu_hours", "peak_checkpoint_bytes",
+              "retained_checkpoint_bytes")
+    for c in cells:
+        assert {"cell_id", "global_batch", *fields} <= set(c)
+        assert c["retained_checkpoint_bytes"] < c["peak_checkpoint_bytes"]
+    for f in fields:
+        assert totals[f] == pytest.approx(sum(c[f] for c in cells)), f
+    assert totals["epochs"] == 507
+    # The study's checkpoints fit the 20 TB volume once resume states are dropped (docs/cluster.md).
+    assert totals["retained_checkpoint_bytes"] <= 20e12
+    by = {(c["size"], c["source"], str(c["volume"])): c for c in cells}
+    big = by[("33b", "curated", "10000")]  # fp16 weights: 2 bytes/param/epoch x 15 epochs, all kept
+    assert big["retained_checkpoint_bytes"] == 15 * 2 * big["params"]
+    assert big["peak_checkpoint_bytes"] == 15 * 2 * big["params"] + 2 * 12 * big["params"]  # ZeRO-3
 
 
 def test_plan_needs_declared_counts_when_the_data_is_absent(tmp_path):
