@@ -67,19 +67,24 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
         assert t["resources"]["GPU"] >= 1
     assert config["idle_timeout_minutes"] > 0
 
-    # Every model's trial fits one node type: its worker bundles (GPU, CPU, custom) pack onto the node.
+    # Every trial is kept on one node (STRICT_PACK), so all its workers' resources (CPU, GPU, custom and the
+    # accelerator pin, as Ray Train asks for them) fit one node type; each size is pinned to one type.
+    from growthpace.jobs.placement import scaling_config
+    from growthpace.jobs.study import prepare
+
     spec = _doit()
-    for m in spec.models:
-        r = m.resources
-        bundle = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom}
-        fits = [name for name, t in workers.items()
-                if all(t["resources"].get(k, 0) >= v * r.workers for k, v in bundle.items())]
-        assert fits, f"{m.size}: {r.workers} x {bundle} fits no node type"
-        if r.custom:
-            assert len(fits) < len(workers), f"{m.size}: its custom resource should pin it to a node type"
-        # Two 7b trials share an 8-GPU node; 13b and 33b take a whole node.
-        per_node = min(int(workers[f]["resources"]["GPU"] // (r.workers * r.gpus_per_worker)) for f in fits)
-        assert per_node >= 1
+    fits_by_size = {}
+    for cell in prepare(spec, write=False).cells:
+        sc = scaling_config(cell)
+        assert sc.placement_strategy == "STRICT_PACK"
+        need = {k: v * cell.workers for k, v in sc._resources_per_worker_not_none.items()}
+        fits = {name for name, t in workers.items() if all(t["resources"].get(k, 0) >= v for k, v in need.items())}
+        assert fits, f"{cell.size}: {need} fits no node type"
+        fits_by_size.setdefault(cell.size, fits)
+    assert fits_by_size == {"7b": {"gpu_a100_80g"}, "13b": {"gpu_a100_80g"}, "33b": {"gpu_h200"}}
+    # Two 7b trials share an 8-GPU node; 13b and 33b take a whole node.
+    gpus = {m.size: m.resources.workers * m.resources.gpus_per_worker for m in spec.models}
+    assert workers["gpu_a100_80g"]["resources"]["GPU"] // gpus["7b"] == 2
 
     # Every node runs the project's image (growthpace[gpu] with vLLM and DeepSpeed built in): nothing is
     # installed or compiled at boot. Shared storage is mounted where the spec writes.

@@ -105,6 +105,21 @@ def materialise(study: Study) -> dict[str, Path]:
     return bases
 
 
+def model_params(study: Study) -> dict[str, int]:
+    """Parameter count per model name: the spec's declared figure, else counted from the config."""
+    params: dict[str, int] = {}
+    for m in study.spec.models:
+        if m.params:
+            params[m.name] = m.params
+        elif study.tokenizer is None and m.name in PRESETS:  # declared data: no tokenizer trained
+            from growthpace.platform.models import VOCAB_SIZE, count_params, llama_config
+
+            params[m.name] = count_params(llama_config(PRESETS[m.name], VOCAB_SIZE))
+        else:
+            params[m.name] = describe(m.name, study.tokenizer)[0]
+    return params
+
+
 def plan_rows(study: Study) -> list[dict]:
     """One row per cell: items, tokens, optimizer steps, estimated FLOPs (6 * params * tokens trained),
     resources, GPU-hours and checkpoint storage (platform/footprint.py).
@@ -120,18 +135,9 @@ def plan_rows(study: Study) -> list[dict]:
     enc = None if declared else ChatEncoder(study.tokenizer)
     models = {m.name: m for m in study.spec.models}
     lengths: dict[int, int] = {}
-    params: dict[str, int] = {}
+    params = model_params(study)
     rows = []
     for cell in study.cells:
-        if cell.model not in params:
-            if models[cell.model].params:
-                params[cell.model] = models[cell.model].params
-            elif study.tokenizer is None and cell.model in PRESETS:  # declared data: no tokenizer trained
-                from growthpace.platform.models import VOCAB_SIZE, count_params, llama_config
-
-                params[cell.model] = count_params(llama_config(PRESETS[cell.model], VOCAB_SIZE))
-            else:
-                params[cell.model] = describe(cell.model, study.tokenizer)[0]
         if declared:
             items = cell.allocation.total
             tokens = study.dataset.tokens(cell.allocation, cell.training["max_length"])
