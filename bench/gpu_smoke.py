@@ -128,7 +128,9 @@ def _train(base: Path, train, a, out: Path, device) -> dict:
         (engine or model).train()
         t0 = time.perf_counter()
         for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
+            # use_cache=False: with a cache (the config's default, even in train mode) transformers 5.19
+            # skips the packed-sequence mask and attention crosses items (loss 8.34 vs 6.48 measured)
+            batch = {k: v.to(device) for k, v in batch.items()} | {"use_cache": False}
             if engine is not None:
                 loss = engine(**batch).loss
                 engine.backward(loss)
