@@ -34,21 +34,19 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).resolve().parent / "bad_inputs"
 
-# The real CLI module, run as `python -m growthpace.cli`, with imports of ray and mlflow refused. Only
-# executing the module trips: libraries probe for them with importlib.util.find_spec (accelerate does,
-# when transformers imports it) without importing them.
+# The real CLI module, run as `python -m growthpace.cli`, with imports of ray and mlflow refused.
 TRIPWIRE = """
-import importlib.abc, importlib.machinery, runpy, sys
-class Tripwire(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("ray", "mlflow"):
-            return importlib.machinery.ModuleSpec(name, self)
-        return None
-    def create_module(self, spec):
-        return None
-    def exec_module(self, module):
-        raise RuntimeError(f"tripwire: a bad-input case imported {module.__name__}: it got past validation")
-sys.meta_path.insert(0, Tripwire())
+import atexit, os, runpy, sys
+# A bad-input case must be stopped before Ray or MLflow is imported. Probing whether they are installed
+# (importlib.util.find_spec, as accelerate and transformers do) is not an import: look at what was
+# actually loaded when the process ends.
+def _tripwire():
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & {"ray", "mlflow"})
+    if loaded:
+        sys.stderr.write(f"tripwire: a bad-input case imported {loaded}: it got past validation\\n")
+        sys.stderr.flush()
+        os._exit(3)
+atexit.register(_tripwire)
 sys.argv = ["growthpace", *sys.argv[1:]]
 runpy.run_module("growthpace.cli", run_name="__main__", alter_sys=True)
 """

@@ -12,7 +12,7 @@ from growthpace.platform.cells import Cell, expand
 from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.data import Dataset, ensure_generated, load_dataset, write_cell_data
 from growthpace.platform.footprint import checkpoint_footprint
-from growthpace.platform.models import PRESETS, describe, ensure_base_model, ensure_tokenizer, train_tokenizer
+from growthpace.platform.models import ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
@@ -107,17 +107,8 @@ def materialise(study: Study) -> dict[str, Path]:
 
 def model_params(study: Study) -> dict[str, int]:
     """Parameter count per model name: the spec's declared figure, else counted from the config."""
-    params: dict[str, int] = {}
-    for m in study.spec.models:
-        if m.params:
-            params[m.name] = m.params
-        elif study.tokenizer is None and m.name in PRESETS:  # declared data: no tokenizer trained
-            from growthpace.platform.models import VOCAB_SIZE, count_params, llama_config
-
-            params[m.name] = count_params(llama_config(PRESETS[m.name], VOCAB_SIZE))
-        else:
-            params[m.name] = describe(m.name, study.tokenizer)[0]
-    return params
+    # declared data trains no tokenizer: a preset then counts VOCAB_SIZE
+    return {m.name: m.params or param_count(m.name, study.tokenizer) for m in study.spec.models}
 
 
 def plan_rows(study: Study) -> list[dict]:
