@@ -156,6 +156,12 @@ def check_model(name: str, field: str = "model") -> None:
             raise ModelError(f"field '{field}': model {name!r}: {folder} has no weights (*.safetensors or *.bin)")
         if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
             raise ModelError(f"field '{field}': model {name!r}: {folder} has no tokenizer ({', '.join(_TOKENIZER_FILES)})")
+        if (folder / "tokenizer.model").is_file() and not any(
+                (folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            # transformers 5.19 then builds a generic tokenizer from tokenizer.model whose ids differ from
+            # the model's own SentencePiece ids: it loads, and every cell would train on wrong tokens
+            raise ModelError(f"field '{field}': model {name!r}: {folder} has tokenizer.model but no tokenizer_config.json "
+                             "naming its class (e.g. {\"tokenizer_class\": \"LlamaTokenizer\"}); add it")
 
 
 def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: str):
