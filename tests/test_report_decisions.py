@@ -31,7 +31,11 @@ def _truth(params: float, source: str, ability: str, volume: int) -> float:
 
 @pytest.fixture(scope="module")
 def local_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("local")
+    return build_local_study(tmp_path_factory.mktemp("local"))
+
+
+def build_local_study(root: Path) -> tuple[Path, Path]:
+    """(spec path, storage) of a finished local.yaml-shaped study under root, before `growthpace report`."""
     raw = yaml.safe_load(LOCAL.read_text())
     raw["storage"] = str(root / "store")
     raw["data"]["root"] = str(root / "no-data")  # the report never reads the dataset it cannot find
@@ -122,3 +126,53 @@ def test_local_report_shows_holdout_decisions_and_paired_tests(local_study):
         assert heading in page
     assert "How to read it" in page and "GPU-h" in page and "points per 1,000 items" in page
     assert (store / "report" / "holdout.png").stat().st_size > 1000 and 'src="holdout.png"' in page
+
+
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # IHDR: width is the first field
+
+
+def test_local_report_opens_with_its_findings_and_fits_the_page(local_study):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from growthpace.cli import app
+
+    spec_path, store = local_study
+    result = CliRunner().invoke(app, ["report", str(spec_path)])
+    assert result.exit_code == 0, result.output
+    report = store / "report"
+    s = json.loads((report / "summary.json").read_text())
+    page = (report / "index.html").read_text()
+    h = s["headline"]
+    assert (h["size"], h["volume"]) == ("1.6M", 640)
+    # _truth: every curated ability but ethics grows well past its baseline; ethics and synthetic stay at 27.
+    assert h["above_baseline"]["of"] == len(ABILITIES) and h["above_baseline"]["count"] >= 7
+    assert "ethics" in h["pace"]["flat"] and "ethics" not in h["pace"]["fastest"]
+    assert h["pace"]["non_overlapping"] and h["pace"]["at_least_threshold"] >= 3
+    assert h["sources"]["mean"]["side"] == "above" and h["sources"]["curated_better"] >= 5
+    # OOD is drawn at 25 + 640 / 64 = 35% on 20 items per subject: its side is whatever the interval says.
+    t = h["transfer"]
+    assert t["side"] == ("above" if t["ood"]["lo"] > t["baseline"] else None if t["ood"]["hi"] >= t["baseline"] else "below")
+    assert len(h["sentences"]) == 5
+    first = page.index("<h2>Findings</h2>")
+    assert first < page.index("<h2>Growth pace per ability</h2>")
+    for sentence in h["sentences"]:
+        assert sentence.replace("'", "&#x27;") in page
+    # Figures are drawn about a laptop page wide and the page scales them down, never past its width.
+    assert "img{max-width:100%;height:auto}" in page
+    for png in report.glob("*.png"):
+        assert 1000 <= _png_width(png) <= 1400, png
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "findings.py"
+    out = subprocess.run([sys.executable, str(bench), str(store)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["goal1", "goal2", "goal3", "goal4"]
+    assert lines[0].startswith(f"goal1 above_baseline={h['above_baseline']['count']}/10 at 1.6M/640")
+    assert lines[0].endswith("met=True") and lines[2].endswith("met=True")
+    assert lines[3].endswith(f"met={t['side'] == 'above'}")
+    bad = subprocess.run([sys.executable, str(bench), str(spec_path)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a report summary" in bad.stderr

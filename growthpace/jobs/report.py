@@ -162,6 +162,7 @@ def write_report(scores: pl.DataFrame, folder: StoragePath, study: str, warmup_f
         plots.draw(summary, measured, fits, rec, tmp)
         if rec is not None:
             write_bytes(tmp / f"{rec.name}.yaml", page.mix_yaml(rec, study).encode())
+        summary["headline"]["sentences"] = page.headline_sentences(summary["headline"])
         summary = _json_safe(summary)
         write_bytes(tmp / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
         write_bytes(tmp / "index.html", page.render(summary, study, selected).encode())

@@ -91,7 +91,115 @@ def analyse(selected: pl.DataFrame, settings, *, params: dict[str, float], verdi
         "decision_accuracy": _decisions(measured, params, settings.seed, costs),
         "paired": paired,
     }
+    summary["headline"] = findings(summary)
     return summary, measured, fits, rec
+
+
+# --------------------------------------------------------------------------------------------------
+# The headline: what the report opens with, from the summary alone
+
+
+def _excludes(ci: dict, level: float) -> str | None:
+    """'above' / 'below' when the whole interval is on one side of level, else None (an open end never excludes)."""
+    if ci.get("lo") is not None and ci["lo"] > level:
+        return "above"
+    if ci.get("hi") is not None and ci["hi"] < level:
+        return "below"
+    return None
+
+
+def _order(row: dict) -> tuple:
+    a = row["ability"]
+    return (ABILITIES.index(a) if a in ABILITIES else len(ABILITIES), a)
+
+
+def _ci_of(row: dict, key: str | None = None) -> dict:
+    if key is not None:
+        return dict(row[key])
+    return {"value": row["score"], "lo": row["lo"], "hi": row["hi"]}
+
+
+def findings(summary: dict) -> dict:
+    """The numbers behind the report's opening sentences (page.headline_sentences words them).
+
+    The cell they are read at: the largest size (by parameter count) and its largest curated volume.
+    Four findings, each measured whichever way it comes out: how many abilities beat their random
+    baseline there; the pace per ability (the fitted gain per doubling of curated data over the studied
+    range, mean over sizes: the number the classes use); curated minus synthetic at that size's largest
+    volume with both sources; OOD against its random baseline at the cell. An interval "excludes" a level
+    when its whole 95% (settings.confidence) range is on one side of it.
+    """
+    st = summary["settings"]
+    out: dict = {"confidence": summary["bootstrap"]["confidence"], "size": None, "volume": None}
+    curated = [r for r in summary["measured"]
+               if r["source"] == "curated" and r["mix"] == "" and r["split"] == "test"]
+    if curated:
+        sizes = list(dict.fromkeys(r["size"] for r in curated))
+        known = {s: (math.nan if summary["params"].get(s) is None else summary["params"][s]) for s in sizes}
+        size = largest_size(known, sorted(sizes))
+        volume = max(r["volume"] for r in curated if r["size"] == size)
+        out["size"], out["volume"] = size, volume
+        cell = [r for r in curated if r["size"] == size and r["volume"] == volume]
+        rows = [{"ability": r["ability"], "score": _ci_of(r), "baseline": r["baseline"],
+                 "side": _excludes(_ci_of(r), r["baseline"])} for r in sorted(cell, key=_order)]
+        out["above_baseline"] = {"count": sum(r["side"] == "above" for r in rows), "of": len(rows), "rows": rows}
+    else:
+        out["above_baseline"] = {"count": 0, "of": 0, "rows": []}
+    out["pace"] = _pace_findings(summary["abilities"], st["volume_gain"])
+    out["sources"] = _source_findings(summary["source_gap"], out["size"])
+    out["transfer"] = _transfer_findings(summary["transfer"], out["size"], out["volume"])
+    return out
+
+
+def _pace_findings(abilities: list[dict], threshold: float) -> dict:
+    rows = [{"ability": a["ability"], "class": a["class"], "gain": _ci_of(a, "range_gain_per_doubling")}
+            for a in abilities]
+    rows.sort(key=lambda r: -math.inf if r["gain"]["value"] is None else r["gain"]["value"], reverse=True)
+    fast = [r["ability"] for r in rows if r["gain"]["lo"] is not None and r["gain"]["lo"] >= threshold]
+    classes: dict[str, int] = {}
+    for r in rows:
+        classes[r["class"]] = classes.get(r["class"], 0) + 1
+    # Two paces told apart: the highest lower end above the lowest upper end (of another ability).
+    with_lo = [r for r in rows if r["gain"]["lo"] is not None]
+    with_hi = [r for r in rows if r["gain"]["hi"] is not None]
+    pair = None
+    if with_lo and with_hi:
+        faster = max(with_lo, key=lambda r: r["gain"]["lo"])
+        slower = min((r for r in with_hi if r is not faster), key=lambda r: r["gain"]["hi"], default=None)
+        if slower is not None:
+            pair = {"faster": faster["ability"], "slower": slower["ability"],
+                    "separated": faster["gain"]["lo"] > slower["gain"]["hi"]}
+    return {"measure": "range_gain_per_doubling", "threshold": threshold, "rows": rows,
+            "fastest": fast, "at_least_threshold": len(fast),
+            "flat": [r["ability"] for r in rows if r["class"] == "flat"],
+            "classes": classes, "class_count": len(classes),
+            "widest_pair": pair, "non_overlapping": bool(pair and pair["separated"])}
+
+
+def _source_findings(gaps: list[dict], size: str | None) -> dict:
+    at_size = [g for g in gaps if g["size"] == size]
+    if not at_size:
+        return {"size": size, "volume": None, "mean": None, "rows": [], "curated_better": 0, "synthetic_better": 0,
+                "of": 0}
+    volume = max(g["volume"] for g in at_size)
+    here = [g for g in at_size if g["volume"] == volume]
+    mean = next((g for g in here if g["ability"] == "mean"), None)
+    rows = [{"ability": g["ability"], "gap": dict(g["gap"]), "side": _excludes(g["gap"], 0.0)}
+            for g in sorted(here, key=_order) if g["ability"] != "mean"]
+    return {"size": size, "volume": volume,
+            "mean": None if mean is None else {"gap": dict(mean["gap"]), "side": _excludes(mean["gap"], 0.0)},
+            "rows": rows, "curated_better": sum(r["side"] == "above" for r in rows),
+            "synthetic_better": sum(r["side"] == "below" for r in rows), "of": len(rows)}
+
+
+def _transfer_findings(transfer: dict, size: str | None, volume) -> dict:
+    row = next((r for r in transfer["rows"] if r["size"] == size and r["source"] == "curated"
+                and r["volume"] == volume and r["mix"] == ""), None)
+    if row is None:
+        return {"size": size, "volume": volume, "ood": None, "baseline": None, "side": None, "r": transfer.get("r")}
+    return {"size": size, "volume": volume, "ood": dict(row["ood"]), "baseline": row["ood_baseline"],
+            "in_domain": dict(row["in_domain"]), "side": _excludes(row["ood"], row["ood_baseline"]),
+            "r": transfer.get("r")}
 
 
 def _recommendation(rec: growth.Recommendation, costs: dict[tuple, dict]) -> dict:

@@ -15,6 +15,7 @@ from string import Template
 import polars as pl
 import yaml
 
+from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.analysis import PER_ABILITY
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
@@ -77,7 +78,7 @@ def marked(verdict: dict | None, gap: dict | None = None) -> str:
 def html_table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'  # wide tables scroll, not the page
 
 
 def selected_table(selected: pl.DataFrame) -> str:
@@ -87,6 +88,9 @@ def selected_table(selected: pl.DataFrame) -> str:
         .pivot(on="ability", index=["size", "source", "volume", "mix"], values="score")
         .sort(["size", "source", "volume"])
     )
+    keys = ["size", "source", "volume", "mix"]
+    known = [a for a in (*ABILITIES, *OOD_SUBJECTS) if a in wide.columns]  # the study's order, not the pivot's
+    wide = wide.select(*keys, *known, *[c for c in wide.columns if c not in keys and c not in known])
     return html_table([str(c) for c in wide.columns], [["" if v is None else v for v in row] for row in wide.iter_rows()])
 
 
@@ -99,6 +103,103 @@ def mix_yaml(rec, study: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# The headline findings, in words (analysis.findings has the numbers)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _gains(rows: list[dict]) -> str:
+    return ", ".join(f"{r['ability']} {pm(r['gain'])}" for r in rows)
+
+
+def headline_sentences(h: dict) -> list[str]:
+    """The report's opening findings as plain sentences, each with its interval, each saying what was
+    measured whichever way it came out."""
+    conf = f"{h['confidence'] * 100:g}%"
+    out = []
+    where = f"{h['size']} at {h['volume']:g} curated items" if h["size"] is not None else None
+    ab = h["above_baseline"]
+    if where is None:
+        out.append("No curated test scores in this study: no headline findings.")
+        return out
+    above = [r["ability"] for r in ab["rows"] if r["side"] == "above"]
+    out.append(f"At the largest size and volume ({where}), {ab['count']} of {ab['of']} abilities score above their "
+               f"random baseline with the {conf} interval excluding it"
+               + (f": {_names(above)}." if above else "."))
+
+    p = h["pace"]
+    rows = {r["ability"]: r for r in p["rows"]}
+    if not p["rows"]:
+        out.append("No growth curves were fitted (a curve needs 3 or more curated volumes): no pace finding.")
+    else:
+        per = "points per doubling of data (over the studied range, mean over sizes)"
+        if p["fastest"]:
+            out.append(f"Fastest growing, with the interval at or above {p['threshold']:g} point: "
+                       f"{_gains([rows[a] for a in p['fastest'][:3]])} {per}; {p['at_least_threshold']} of "
+                       f"{len(p['rows'])} abilities clear it.")
+        else:
+            top = p["rows"][0]
+            out.append(f"No ability's gain per doubling of data has its {conf} interval at or above "
+                       f"{p['threshold']:g} point; the fastest measured is {top['ability']} at {pm(top['gain'])} {per}.")
+        flat = [rows[a] for a in p["flat"]]
+        if not flat:
+            said = "No ability is flat."
+        elif len(flat) == len(rows):  # the slowest and the fastest say it; ten intervals would not
+            said = f"All {len(flat)} abilities are flat, from {_gains(flat[-1:])} to {_gains(flat[:1])}."
+        else:
+            said = f"Flat: {_gains(flat)}."
+        classes = ", ".join(f"{c} {n}" for c, n in sorted(p["classes"].items(), key=lambda kv: -kv[1]))
+        n = p["class_count"]
+        out.append(f"{said} {n} pace {'class' if n == 1 else 'classes'} ({classes}); " + _separated(p, rows))
+
+    src = h["sources"]
+    if src["mean"] is None:
+        out.append(f"No curated/synthetic pair at the same volume at size {h['size']}: no source finding.")
+    else:
+        gap, side = src["mean"]["gap"], src["mean"]["side"]
+        verdict = {"above": "curated beats synthetic", "below": "synthetic beats curated",
+                   None: "curated and synthetic are not told apart"}[side]
+        out.append(f"Curated minus synthetic at {src['volume']:g} items on {src['size']}: {pm(gap)} points on average "
+                   f"({verdict}); {src['curated_better']} of {src['of']} abilities' gap intervals exclude 0 in "
+                   f"curated's favour, {src['synthetic_better']} in synthetic's.")
+
+    tr = h["transfer"]
+    if tr["ood"] is None:
+        out.append(f"No OOD scores at {where}: no transfer finding.")
+    else:
+        verdict = {"above": "above it, the interval excluding it", "below": "below it, the interval excluding it",
+                   None: "not distinguishable from it, the interval includes it"}[tr["side"]]
+        r = f" Across settings the OOD and in-domain means correlate with r = {pm(tr['r'], 2)}." if tr.get("r") else ""
+        out.append(f"Cross-ability transfer: the OOD mean at {where} is {pm(tr['ood'])} against its random baseline "
+                   f"{f(tr['baseline'])}: {verdict}.{r}")
+    return out
+
+
+def _separated(p: dict, rows: dict[str, dict]) -> str:
+    pair = p["widest_pair"]
+    if pair is None:
+        return "too few intervals to compare paces."
+    a, b = rows[pair["faster"]], rows[pair["slower"]]
+    if pair["separated"]:
+        return f"{a['ability']} {pm(a['gain'])} and {b['ability']} {pm(b['gain'])} grow at paces whose intervals do not overlap."
+    return (f"every two abilities' gain intervals overlap (even {a['ability']} {pm(a['gain'])} and "
+            f"{b['ability']} {pm(b['gain'])}), so no two paces are told apart.")
+
+
+def console_lines(summary: dict, index: str, tracking_uri: str) -> list[str]:
+    """The closing lines of `growthpace run`: where the report is, its headline findings, how to see MLflow."""
+    lines = [f"report: {index}", *(f"  {s}" for s in headline_sentences(summary["headline"]))]
+    if tracking_uri.startswith("sqlite:///"):
+        lines.append(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 "
+                     "(then open http://127.0.0.1:5000)")
+    else:
+        lines.append(f"MLflow UI: {tracking_uri}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
 # Sections, in page order
 
 
@@ -106,7 +207,8 @@ def _head(s: dict, study: str) -> str:
     b = s["bootstrap"]
     bases = sorted({c["basis"] for c in _costs(s)} - {"unknown"})
     return block(
-        "head", study=html.escape(study), cells=s["cells"], checkpoints=s["checkpoints"],
+        "head", study=html.escape(study),
+        findings="".join(f"<li>{html.escape(x)}</li>" for x in headline_sentences(s["headline"])), cells=s["cells"], checkpoints=s["checkpoints"],
         conf=int(round(b["confidence"] * 100)), samples=b["samples"],
         and_seeds="and seeds " if len(b["seeds"]) > 1 else "",
         methods=html.escape(", ".join(f"{n} by {m}" for m, n in b["rows_by_method"].items())),

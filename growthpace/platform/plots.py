@@ -22,10 +22,15 @@ def _plt():
     return plt
 
 
+# A laptop page is about 1,300 px wide: figures are drawn that wide (the page scales them down, never up,
+# so a wider screen shows them sharp and a narrower one whole).
+WIDTH_IN, DPI = 12.0, 110
+
+
 def _panels(n: int, cols: int = 5):
     plt = _plt()
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 2.4 * rows + 0.9), squeeze=False)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return plt, fig, list(axes.flat)
@@ -38,9 +43,9 @@ def _finish(plt, fig, axes, out: Path, title: str) -> None:
     fig.suptitle(title, fontsize=10)
     # Fixed margins: tight_layout measures every tick label of every panel and costs seconds.
     h = fig.get_figheight()  # inches: title and legend need the same room whatever the number of rows
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.6 / h, top=1 - 0.55 / h, wspace=0.22, hspace=0.45)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.6 / h, top=1 - 0.55 / h, wspace=0.28, hspace=0.5)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=DPI)
     plt.close(fig)
 
 
@@ -151,7 +156,7 @@ def plot_holdout(holdout: dict, out: Path) -> None:
 def plot_recommendation(rec: growth.Recommendation, out: Path) -> None:
     plt = _plt()
     abilities = list(rec.allocations["recommended"])
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.6))
     x = np.arange(len(abilities))
     for i, key in enumerate(("even", "reconstruct", "recommended")):
         ax.bar(x + (i - 1) * 0.27, [rec.allocations[key][a] for a in abilities], 0.27,
@@ -162,7 +167,7 @@ def plot_recommendation(rec: growth.Recommendation, out: Path) -> None:
     ax.set_title(f"budget {rec.budget} items, curves of size {rec.size}: predicted gain over even {pm(rec.gain)}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=DPI)
     plt.close(fig)
 
 
