@@ -10,7 +10,8 @@ from rich.console import Console
 from growthpace.jobs.cluster import connect
 from growthpace.jobs.evaluate import Scoring, run_evaluate, run_rescore  # noqa: F401 - the study's steps
 from growthpace.jobs.report import log_analysis, write_report
-from growthpace.jobs.study import Study, materialise, prepare, tracker_for
+from growthpace.jobs.placement import longest_first
+from growthpace.jobs.study import Study, materialise, model_params, prepare, tracker_for
 from growthpace.jobs.sweep import sweep, train_config
 from growthpace.platform.spec import Spec
 from growthpace.platform.tracking import StudyTracker, preflight
@@ -36,7 +37,8 @@ def run_sweep(spec: Spec, beside=None) -> Study:
         thread.start()
     t0 = time.time()
     try:
-        trained = sweep(study.cells, configs, layout, spec.training.max_concurrent_trials)
+        order = longest_first(study.cells, model_params(study))
+        trained = sweep(order, configs, layout, spec.training.max_concurrent_trials)
     finally:
         done.set()
         if thread is not None:
