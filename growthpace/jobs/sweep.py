@@ -22,7 +22,7 @@ def _cell_trial(param: dict[str, Any]) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray import tune
 
-    from growthpace.platform.train import train_cell
+    from growthpace.platform.train import drop_resume_state_at, train_cell
 
     config = param["trial"]
     cell = Cell.from_dict(config["cell"])
@@ -56,19 +56,24 @@ def _cell_trial(param: dict[str, Any]) -> None:
     if [c["epoch"] for c in checkpoints] != list(range(1, cell.epochs + 1)):
         raise SweepError(f"cell {cell.cell_id}: expected epochs 1..{cell.epochs}, got {[c['epoch'] for c in checkpoints]}")
     write_json(layout.cell_checkpoints(cell.cell_id), {"cell_id": cell.cell_id, "checkpoints": checkpoints})
+    if not config["train"].get("keep_resume_state"):  # finished: only a rerun of the same epochs could use it
+        for ck, _ in result.best_checkpoints:
+            drop_resume_state_at(ck.filesystem, ck.path)
     # One report from this thread when the cell is done. Ray's TuneReportCallback forwards every epoch
     # through an inter-actor queue instead, and its last report can race the trial's return: seen here
     # as a trial stuck forever in Queue.put (ray/train/_internal/session.py) after training finished.
     tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1]["train_loss"]})
 
 
-def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None) -> dict:
+def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None,
+                 keep_resume_state: bool = False) -> dict:
     return {
         **cell.training,
         "epochs": cell.epochs,
         "seed": cell.seed,
         "base_model": str(base_model),
-        "data": str(layout.cell_data(cell.cell_id)),
+        "tokens": str(layout.cell_tokens(cell.cell_id)),
+        "keep_resume_state": keep_resume_state,
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }

@@ -193,6 +193,10 @@ class TrainingSpec(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     zero_stage: Literal[0, 1, 2, 3] = 2
     gradient_checkpointing: bool = False
+    packing: bool = Field(True, description="pack each micro-batch's items into one row (no padding; attention "
+                          "kept inside each item); false = pad to the longest item")
+    keep_resume_state: bool = Field(False, description="keep the newest epoch's DeepSpeed state (optimizer etc., "
+                                    "about 12-14 bytes/param) after a cell is finished; older epochs never keep it")
     max_concurrent_trials: int = Field(2, ge=1)
 
     def epochs_for(self, volume: int | None) -> int:
