@@ -1,6 +1,5 @@
 """Packing: the same per-token loss as padding, with no attention across items; fewer tokens computed."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -77,7 +76,7 @@ def test_packed_tokens_are_the_real_tokens_padding_computes_more():
 
 def test_cell_tokens_round_trip_and_match_one_call_per_item(tmp_path, small_data):
     from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.data import read_cell_tokens
+    from growthpace.platform.data import read_cell_tokens, tokens_bytes
     from growthpace.platform.models import train_tokenizer
     from growthpace.platform.records import read_split
 
@@ -85,13 +84,6 @@ def test_cell_tokens_round_trip_and_match_one_call_per_item(tmp_path, small_data
     enc = ChatEncoder(train_tokenizer(recs))
     batched = enc.examples([r.messages for r in recs], 64)
     assert batched == [enc.example(r.messages, 64) for r in recs]
-
-    import io
-
-    lengths = np.array([len(i) for i, _ in batched])
-    buf = io.BytesIO()
-    np.savez(buf, ids=np.concatenate([np.asarray(i, np.int32) for i, _ in batched]),
-             labels=np.concatenate([np.asarray(y, np.int32) for _, y in batched]),
-             offsets=np.concatenate([[0], np.cumsum(lengths)]))
-    (tmp_path / "tokens.npz").write_bytes(buf.getvalue())
+    (tmp_path / "tokens.npz").write_bytes(tokens_bytes(batched))
     assert read_cell_tokens(tmp_path / "tokens.npz") == batched
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from growthpace.platform.cells import Cell
+from growthpace.platform.spec import TrainingSpec
 from growthpace.platform.storage import Layout, StoragePath, stable_hash, write_json
 
 
@@ -66,14 +67,18 @@ def _cell_trial(param: dict[str, Any]) -> None:
 
 
 def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None,
-                 keep_resume_state: bool = False) -> dict:
+                 training: TrainingSpec | None = None) -> dict:
+    """The train function's config: the cell's settings plus how this run handles checkpoints (settings
+    that are not part of the cell's result, so not of its id)."""
+    training = training or TrainingSpec()
     return {
         **cell.training,
+        "keep_resume_state": training.keep_resume_state,
+        "checkpoint_write": training.checkpoint_write,
         "epochs": cell.epochs,
         "seed": cell.seed,
         "base_model": str(base_model),
         "tokens": str(layout.cell_tokens(cell.cell_id)),
-        "keep_resume_state": keep_resume_state,
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }

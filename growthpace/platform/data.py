@@ -100,10 +100,6 @@ def write_cell_data(layout: Layout, cell, dataset: Dataset) -> dict:
 def write_cell_tokens(layout: Layout, cell, tokenizer) -> StoragePath:
     """Tokenize a cell's items once, with its base model's tokenizer and the cell's max_length, so no
     rank of any trial tokenizes them again; written once, next to the cell's items."""
-    import io
-
-    import numpy as np
-
     from growthpace.platform.chat import ChatEncoder
     from growthpace.platform.records import TRAIN_TYPES, read_records
     from growthpace.platform.storage import localize
@@ -113,13 +109,22 @@ def write_cell_tokens(layout: Layout, cell, tokenizer) -> StoragePath:
         return path
     records = read_records(localize(layout.cell_data(cell.cell_id)), eval_split=False, types=TRAIN_TYPES)
     examples = ChatEncoder(tokenizer).examples([r.messages for r in records], cell.training["max_length"])
+    write_bytes(path, tokens_bytes(examples))
+    return path
+
+
+def tokens_bytes(examples: list[tuple[list[int], list[int]]]) -> bytes:
+    """(input ids, labels) pairs as one .npz: ids and labels end to end, and each item's offsets."""
+    import io
+
+    import numpy as np
+
     lengths = np.array([len(ids) for ids, _ in examples], dtype=np.int64)
     buf = io.BytesIO()
     np.savez(buf, ids=np.concatenate([np.asarray(i, np.int32) for i, _ in examples]),
              labels=np.concatenate([np.asarray(y, np.int32) for _, y in examples]),
              offsets=np.concatenate([[0], np.cumsum(lengths)]))
-    write_bytes(path, buf.getvalue())
-    return path
+    return buf.getvalue()
 
 
 def read_cell_tokens(path: "str | StoragePath") -> list[tuple[list[int], list[int]]]:
