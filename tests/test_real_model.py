@@ -13,6 +13,7 @@ def test_real_model_folder_is_a_working_llama(real_model):
 
     config = json.loads((real_model / "config.json").read_text())
     assert config["model_type"] == "llama" and config["vocab_size"] == 49152
+    assert "quantization_config" not in config  # a plain checkpoint, not GGUF again
     with safe_open(str(real_model / "model.safetensors"), framework="pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     tok = AutoTokenizer.from_pretrained(real_model)

@@ -117,8 +117,10 @@ def reduce_output(row: dict) -> dict:
     return out
 
 
-def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max_length: int):
-    """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster)."""
+def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max_length: int,
+                     remote_args: dict | None = None):
+    """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster).
+    ``remote_args`` (jobs/placement.py scoring_remote_args) puts the engine on the scoring node group."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     on_gpu = gpus > 0
@@ -140,6 +142,9 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
     else:
         engine["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         bundles = [{"CPU": 1}]  # without it the stage asks for a GPU and waits forever on CPU nodes
+    remote_args = remote_args or {}
+    bundles[0].update(remote_args.get("resources", {}))
+    placement = {"accelerator_type": remote_args["accelerator_type"]} if remote_args.get("accelerator_type") else {}
     return vLLMEngineProcessorConfig(
         model_source=str(model_dir),
         engine_kwargs=engine,
@@ -151,6 +156,7 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         tokenize_stage=False,  # no tokenizer stage,
         detokenize_stage=False,  # and the driver decodes
         log_engine_metrics=False,
+        **placement,
     )
 
 
@@ -195,6 +201,7 @@ def predict_with_processor(
     gpus: float = 0.0,
     max_length: int = 1024,
     timings: dict | None = None,
+    remote_args: dict | None = None,
 ) -> list[Prediction]:
     """One Prediction per record, as ``checkpoint.predict(load('vllm', model_dir), records, limits)``.
 
@@ -216,7 +223,7 @@ def predict_with_processor(
     before = engine_actors()
     ray.data.DataContext.get_current().enable_progress_bars = False
     processor = build_processor(
-        processor_config(model_dir, batch_size=batch_size, gpus=gpus, max_length=max_length),
+        processor_config(model_dir, batch_size=batch_size, gpus=gpus, max_length=max_length, remote_args=remote_args),
         postprocess=reduce_output,
         preprocess_map_kwargs={"num_cpus": 0.1},
         postprocess_map_kwargs={"num_cpus": 0.1},

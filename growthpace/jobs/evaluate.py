@@ -308,9 +308,11 @@ def evaluate(
     num_gpus: float = 0.0,
     on_scored=None,
     pipeline: str = "actor",
+    remote_args: dict | None = None,
 ) -> tuple[int, int]:
     """Score every checkpoint without a current result; returns (scored, skipped).
-    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (evaluate_with_processor)."""
+    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (evaluate_with_processor).
+    ``remote_args``: the scoring actors' node group (jobs/placement.py scoring_remote_args)."""
     import ray.data
 
     limits = limits or {}
@@ -320,7 +322,7 @@ def evaluate(
     if backend == "vllm" and pipeline == "processor":
         return evaluate_with_processor(
             todo, layout, sets, batch_size=batch_size, limits=limits, num_gpus=num_gpus, on_scored=on_scored,
-            concurrency=concurrency,
+            concurrency=concurrency, remote_args=remote_args,
         ), done
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
@@ -330,6 +332,7 @@ def evaluate(
         compute=ray.data.ActorPoolStrategy(size=min(concurrency, len(todo))),
         num_cpus=1,
         num_gpus=num_gpus,
+        **(remote_args or {}),
     )
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task(f"scoring checkpoints ({backend})", total=len(todo))
@@ -436,6 +439,7 @@ def evaluate_with_processor(
     max_length: int = 1024,
     on_scored=None,
     concurrency: int = 1,
+    remote_args: dict | None = None,
 ) -> int:
     """The `processor` pipeline: the checkpoints of ``todo`` (rows of plan_scoring), each through its own
     ray.data.llm vLLM processor (one engine, gone before that checkpoint's result is stored), up to
@@ -454,7 +458,7 @@ def evaluate_with_processor(
 
     def one(ck: dict):
         return predict_with_processor(Path(ck["path"]) / "model", flat, limits or {}, batch_size=batch_size,
-                                      gpus=num_gpus, max_length=max_length)
+                                      gpus=num_gpus, max_length=max_length, remote_args=remote_args)
 
     with Progress(transient=True, console=console) as progress, ThreadPoolExecutor(max(1, concurrency)) as pool:
         task = progress.add_task("scoring checkpoints (vllm, ray.data.llm processor)", total=len(todo))

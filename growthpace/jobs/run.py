@@ -19,7 +19,8 @@ from growthpace.jobs.evaluate import (
     rescore,
 )
 from growthpace.jobs.report import log_analysis, write_report
-from growthpace.jobs.study import Study, materialise, prepare
+from growthpace.jobs.placement import longest_first, scoring_remote_args
+from growthpace.jobs.study import Study, materialise, model_params, prepare
 from growthpace.jobs.sweep import sweep, train_config
 from growthpace.platform.data import load_eval_sets
 from growthpace.platform.spec import Spec
@@ -64,7 +65,8 @@ def run_sweep(spec: Spec, beside=None) -> Study:
         thread.start()
     t0 = time.time()
     try:
-        trained = sweep(study.cells, configs, layout, spec.training.max_concurrent_trials)
+        order = longest_first(study.cells, model_params(study))
+        trained = sweep(order, configs, layout, spec.training.max_concurrent_trials)
     finally:
         done.set()
         if thread is not None:
@@ -108,6 +110,7 @@ class Scoring:
             self.study.cells, layout, self.sets,
             backend=self.backend, batch_size=ev.batch_size, concurrency=ev.concurrency,
             limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor, on_scored=self._log, pipeline=self.pipeline,
+            remote_args=scoring_remote_args(ev),
         )
         self.scored += scored
         self.skipped = skipped if not scored else self.skipped

@@ -19,26 +19,21 @@ class SweepError(RuntimeError):
 
 
 def _cell_trial(param: dict[str, Any]) -> None:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray import tune
 
+    from growthpace.jobs.placement import scaling_config
     from growthpace.platform.train import drop_resume_state_at, train_cell
 
     config = param["trial"]
     cell = Cell.from_dict(config["cell"])
     layout = Layout(config["storage"])
-    gpu = cell.gpus_per_worker > 0
-    per_worker = {
-        "CPU": cell.cpus_per_worker,
-        **({"GPU": cell.gpus_per_worker} if gpu else {}),
-        **cell.custom_resources,  # e.g. a node type's own resource, so 33b trials land on the large GPU nodes
-    }
     trainer = TorchTrainer(
         train_cell,
         train_loop_config=config["train"],
-        scaling_config=ScalingConfig(num_workers=cell.workers, use_gpu=gpu, resources_per_worker=per_worker),
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=scaling_config(cell),
+        torch_config=TorchConfig(backend="nccl" if cell.gpus_per_worker > 0 else "gloo"),
         run_config=RunConfig(
             name=cell.cell_id,  # same name again = resume this cell's own run
             storage_path=str(layout.train),
@@ -90,7 +85,8 @@ def sweep(
     layout: Layout,
     max_concurrent: int,
 ) -> list[Cell]:
-    """Train the cells that have no checkpoint list yet; return those it trained."""
+    """Train the cells that have no checkpoint list yet, their trials started in the order given
+    (jobs/placement.py longest_first); return those it trained."""
     from ray import tune
 
     pending = [c for c in cells if not layout.cell_checkpoints(c.cell_id).exists()]

@@ -33,9 +33,25 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1)
     driver_cpus: float = Field(0.25, gt=0)
     custom: dict[str, float] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
+    accelerator_type: str | None = Field(
+        None, min_length=1,
+        description="pin the trial's workers to nodes of this accelerator (Ray's names: A100-80G, H100, H200, ...)",
+    )
+    placement: Literal["strict_pack", "pack", "spread"] = Field(
+        "strict_pack",
+        description="Ray Train's placement strategy for a trial's workers: strict_pack keeps them on one node "
+        "(collectives over NVLink, not the network); a trial larger than one node needs pack",
+    )
     throughput_tokens_per_gpu_s: float | None = Field(
         None, gt=0, description="training tokens per GPU-second (an estimate); `plan` turns it into GPU-hours"
     )
+
+
+class ScoringResources(_Strict):
+    """Where scoring actors run: their own node group, apart from the training nodes."""
+
+    accelerator_type: str | None = Field(None, min_length=1, description="accelerator of the scoring nodes (Ray's names)")
+    custom: dict[str, float] = Field({}, description="custom Ray resources per scoring actor, e.g. {scoring_node: 1}")
 
 
 class ModelTraining(_Strict):
@@ -226,6 +242,7 @@ class EvaluationSpec(_Strict):
         "actor; 'auto' = processor when scoring runs on GPUs (gpus_per_actor > 0), else actor. "
         "Only matters when the resolved backend is vllm",
     )
+    resources: ScoringResources = ScoringResources()
     streaming: bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
 
