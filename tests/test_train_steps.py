@@ -46,13 +46,19 @@ def cell(small_data, tmp_path_factory):
 
 
 def _weights(training):
+    from growthpace.platform.train import consolidate_to_rank0
+
+    if training.config["zero_stage"] == 3:
+        return consolidate_to_rank0(training.engine.module, 0, 1)
     return {k: v.detach().clone() for k, v in training.engine.module.state_dict().items()}
 
 
-def test_resumed_run_equals_uninterrupted_with_accumulation(process_group, cell, tmp_path):
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_resumed_run_equals_uninterrupted_with_accumulation(process_group, cell, tmp_path, zero_stage):
     from growthpace.platform.train import CellTraining
 
     config, examples = cell
+    config = {**config, "zero_stage": zero_stage}
     cpu = torch.device("cpu")
     whole = CellTraining(config, examples, 0, 1, cpu)
     assert whole.steps_per_epoch == 3  # ceil(10 items / global batch 2 x 1 x 2)
