@@ -20,17 +20,34 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from growthpace.platform.records import DataError
     from growthpace.platform.spec import SpecError
     from growthpace.platform.tracking import TrackingError
-    from growthpace.platform.storage import CheckpointError, PathError
+    from growthpace.platform.storage import CheckpointError, PathError, StoredFileError
+    from growthpace.platform.capacity import CapacityError
 
-    return (SpecError, DataError, AllocationError, ModelError, FileNotFoundError, TrackingError, CheckpointError, PathError)
+    return (SpecError, DataError, AllocationError, ModelError, FileNotFoundError, FileExistsError, TrackingError,
+            CheckpointError, PathError, StoredFileError, CapacityError)
+
+
+def _path_error(e: OSError) -> str:
+    """An OSError about a path the user gave (a folder under a regular file, a symlink loop, no permission)."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and Path(e.filename).is_file():
+        return f"{e.filename} is a regular file, so nothing can be created under it; give a folder path"
+    where = f"{e.filename}" + (f" -> {e.filename2}" if getattr(e, "filename2", None) else "")
+    return f"{where}: {e.strerror or e}; check that path (and the spec field or option that names it)"
 
 
 def _guard(fn):
     try:
         return fn()
-    except _input_errors() as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except (*_input_errors(), OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:  # the OS naming a path the user gave
+            message = _path_error(e)
+        elif isinstance(e, _input_errors()):
+            message = str(e)
+        else:  # anything else is a bug and keeps its traceback
+            raise
+    err.print("[bold red]error:[/] ", end="", markup=True, highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)  # a path or value in [..] is not markup
+    raise typer.Exit(2) from None
 
 
 def _spec(path: Path):

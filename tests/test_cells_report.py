@@ -56,7 +56,7 @@ def test_cell_id_tracks_what_determines_the_result(tmp_path, small_data):
 
 def test_impossible_volume_names_the_field(tmp_path, small_data):
     with pytest.raises(SpecError, match=r"field 'data.volumes': volume 100000"):
-        expand(_spec(tmp_path, small_data, volumes=[100000]), _pool(small_data), "fp")
+        expand(_spec(tmp_path, small_data, volumes=[10, 100000]), _pool(small_data), "fp")
     with pytest.raises(SpecError, match=r"field 'data.mixes\[0\]'"):
         expand(_spec(tmp_path, small_data, mixes=[{"name": "m", "total": 20, "caps": {"ethics": 30, "math": 30}}]),
                _pool(small_data), "fp")

@@ -433,3 +433,18 @@ def test_bad_storage_uris_name_the_field(tmp_path, storage, tracking, message):
     p.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match=message):
         load_spec(p)
+
+
+def test_doit_places_on_the_node_types_of_cluster_yaml():
+    """The pre-flight capacity rule (strict_pack on one node, accelerator pins, scoring) on cluster.yaml's types."""
+    from growthpace.platform.capacity import NodeType, placement_problems
+
+    config = _cluster()
+    head = config["head_node_type"]
+    types = [NodeType(name, {k: float(v) for k, v in t["resources"].items()}, t["max_workers"])
+             for name, t in config["available_node_types"].items() if name != head]
+    present = [{k: float(v) for k, v in config["available_node_types"][head]["resources"].items()}]
+    assert placement_problems(_doit(), present, types) == []
+    without_h200 = [t for t in types if t.name != "gpu_h200"]
+    problems = placement_problems(_doit(), present, without_h200)
+    assert [f for f, _ in problems] == ["models[2].resources.custom.large_gpu"]  # only 33b needs the H200s

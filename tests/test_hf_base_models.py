@@ -63,6 +63,19 @@ def test_sentencepiece_only_tokenizer_loads_with_the_models_ids(llama_bin_folder
         assert tok(text, add_special_tokens=False)["input_ids"] == sp.encode(text)
 
 
+def test_tokenizer_model_without_its_class_is_refused_up_front(llama_bin_folder, tmp_path):
+    import shutil
+
+    from growthpace.platform.models import ModelError, check_model
+
+    folder, _ = llama_bin_folder
+    bare = tmp_path / "bare"
+    shutil.copytree(folder, bare)
+    (bare / "tokenizer_config.json").unlink()
+    with pytest.raises(ModelError, match=r"field 'models\[0\].name'.*tokenizer.model but no tokenizer_config.json"):
+        check_model(str(bare), "models[0].name")
+
+
 def test_bin_base_model_becomes_safetensors_in_its_dtype_with_chat_tokens(llama_bin_folder, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer

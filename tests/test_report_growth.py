@@ -10,6 +10,7 @@ import yaml
 
 from growthpace.jobs import report
 from growthpace.platform import growth
+from growthpace.platform import page as html_page
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.spec import Mix, load_spec
 from growthpace.platform.storage import write_json
@@ -107,21 +108,21 @@ def test_report_writes_every_section_and_its_numbers(study):
     assert all(classes[a] != "flat" for a in ABILITIES if a not in ("ethics", "role_play"))
     # Every number on the page comes from summary.json (spot checks of each section).
     for a in s["abilities"]:
-        assert report._pm(a["range_gain_per_doubling"]) in page and a["class"] in page
+        assert html_page.pm(a["range_gain_per_doubling"]) in page and a["class"] in page
     gap = next(g for g in s["source_gap"] if g["ability"] == "mean" and g["volume"] == 640 and g["size"] == "1.6M")
-    assert gap["gap"]["lo"] > 10 and report._pm(gap["gap"]) in page  # curated far above flat synthetic
-    assert s["transfer"]["r"]["value"] > 0.5 and report._pm(s["transfer"]["r"], 2) in page
-    assert len(s["extrapolation"]["rows"]) == 20 and report._f(s["extrapolation"]["mean_abs_error"]) in page
+    assert gap["gap"]["lo"] > 10 and html_page.pm(gap["gap"]) in page  # curated far above flat synthetic
+    assert s["transfer"]["r"]["value"] > 0.5 and html_page.pm(s["transfer"]["r"], 2) in page
+    assert len(s["extrapolation"]["rows"]) == 20 and html_page.f(s["extrapolation"]["mean_abs_error"]) in page
     rec = s["recommendation"]
     assert rec["budget"] == 320 and rec["size"] == "1.6M"  # default: half the largest volume, largest size
     Mix.model_validate(rec["mix"])
     assert rec["allocations"]["recommended"]["ethics"] < rec["allocations"]["even"]["ethics"]
-    assert report._pm(rec["gain_over_even"]) in page
+    assert html_page.pm(rec["gain_over_even"]) in page
     # The named-mix cells: measured against predicted, and the gain over the even split.
     assert {m["mix"] for m in s["mix_check"]["mixes"]} == {"even-320", "recommended-320"}
     (g,) = [g for g in s["mix_check"]["gains"] if g["size"] == "1.6M"]
     assert g["mix"] == "recommended-320" and g["reference"] == "even-320"
-    assert report._pm(g["measured"]) in page and report._pm(g["predicted"]) in page
+    assert html_page.pm(g["measured"]) in page and html_page.pm(g["predicted"]) in page
 
 
 def test_report_without_stored_predictions_uses_the_binomial_fallback(study, tmp_path):

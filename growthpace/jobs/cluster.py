@@ -86,3 +86,25 @@ def connect(spec: Spec) -> None:
             _node_ip_address="127.0.0.1",
         )
     ray.init(**kwargs)
+
+
+def capacity():
+    """(the alive nodes' resources, the autoscaler's node types or None): what placement_problems compares.
+
+    Ray has no public call for the node types an autoscaler may add; the cluster config the autoscaler
+    reports to the GCS (KubeRay, the cluster launcher) is what Ray Train's own worker-group check reads
+    (`ray._private.state.state.get_cluster_config`), so it is read here, in this one place. None: no
+    autoscaler, the cluster is what it is.
+    """
+    import ray
+    from ray._private import state
+
+    from growthpace.platform.capacity import NodeType
+
+    present = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    config = state.state.get_cluster_config()
+    if config is None:
+        return present, None
+    types = [NodeType(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
+             for g in config.node_group_configs]
+    return present, types

@@ -32,8 +32,10 @@ from growthpace.platform.storage import (  # noqa: F401 - CheckpointError is thi
     cache_root,
     file_sha256,
     localize,
+    StoredFileError,
     read_json,
     read_parquet,
+    rebuild_hint,
     remove_tree,
     size_and_mtime,
     stable_hash,
@@ -361,7 +363,8 @@ def rescore(cells: list[Cell], layout: Layout, sets: dict[tuple[str, str], list[
             for row in rows:
                 record = by_key.get((row["split"], row["ability"], row["idx"]))
                 if record is None:
-                    raise ValueError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets")
+                    raise StoredFileError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets "
+                                          f"(they changed since it was scored); {rebuild_hint(f)}")
                 p = Prediction(
                     text=row["text"] or "",
                     letter_logprobs=json.loads(row["letter_logprobs"]) if row["letter_logprobs"] else None,

@@ -50,7 +50,7 @@ def _tracker(study: Study) -> tuple[StudyTracker, str, dict[str, str]]:
 def run_sweep(spec: Spec, beside=None) -> Study:
     """Train every unfinished cell; ``beside(study)`` runs in a thread meanwhile (streaming scoring)."""
     preflight(spec.tracking_uri)
-    study = prepare(spec, write=True)
+    study = prepare(spec, write=True, ray=("training", "scoring") if beside else ("training",))
     bases = materialise(study)
     _, _, run_ids = _tracker(study)
     connect(spec)
@@ -140,7 +140,7 @@ class Scoring:
 
 
 def run_evaluate(spec: Spec, study: Study | None = None) -> pl.DataFrame:
-    study = study or prepare(spec, write=True)
+    study = study or prepare(spec, write=True, ray=("scoring",))
     connect(spec)
     t0 = time.time()
     scoring = Scoring(spec, study)
@@ -166,10 +166,10 @@ def run_report(spec: Spec) -> str:
     layout = Layout(spec.storage_path)
     if not layout.scores.exists():
         raise FileNotFoundError(f"{layout.scores}: no scores yet; run `growthpace evaluate` first")
+    parent = read_json(layout.tracking)["parent_run_id"] if layout.tracking.exists() else None  # read before writing
     index = write_report(read_parquet(layout.scores), layout.report, spec.name, spec.evaluation.warmup_for, spec=spec)
-    if layout.tracking.exists():
+    if parent is not None:
         tracker = StudyTracker(spec.tracking_uri, spec.tracking.experiment, layout)
-        parent = read_json(layout.tracking)["parent_run_id"]
         tracker.log_artifacts(parent, localize(layout.report))
         log_analysis(tracker, parent, layout.report)  # pace metrics and curve/<size>/<ability> at step = volume
     console.print(f"report: {index}")

@@ -13,7 +13,7 @@ from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.data import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
                                      write_cell_tokens)
 from growthpace.platform.footprint import checkpoint_footprint
-from growthpace.platform.models import PRESETS, describe, ensure_base_model, ensure_tokenizer, train_tokenizer
+from growthpace.platform.models import ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
@@ -28,7 +28,7 @@ class Study:
     tokenizer_key: str | None
 
 
-def prepare(spec: Spec, *, write: bool) -> Study:
+def prepare(spec: Spec, *, write: bool, ray: tuple[str, ...] = ()) -> Study:
     """Resolve the spec. With write=False (plan) nothing is written under storage.
 
     Without the data (data.root absent), `plan` uses the counts the spec declares (data.declared);
@@ -46,7 +46,7 @@ def prepare(spec: Spec, *, write: bool) -> Study:
     dataset = load_dataset(spec)
     cells = expand(spec, dataset.pool, dataset.fingerprint)
     layout = Layout(spec.storage_path)
-    check_inputs(spec, cells, layout, write=write)  # everything read and validated before the first write
+    check_inputs(spec, cells, layout, write=write, ray=ray)  # everything read and validated before the first write
     if write:
         tokenizer, key = ensure_tokenizer(layout, dataset.train_records(), dataset.fingerprint)
     else:
@@ -54,12 +54,14 @@ def prepare(spec: Spec, *, write: bool) -> Study:
     return Study(spec, layout, dataset, cells, tokenizer, key)
 
 
-def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool) -> None:
+def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, ray: tuple[str, ...] = ()) -> None:
     """The up-front validation of every input a job reads, so a bad one fails before anything is
     written under storage or to MLflow (docs/reliability.md). The train pool was read by load_dataset
     and the allocations by expand; here: the eval sets the spec scores, each model (a preset, or an HF
     path whose config loads and whose folder has weights and a tokenizer; `plan` checks only the models
-    it must load) and, for the writing commands, every trained cell's checkpoints (jobs/evaluate.py)."""
+    it must load), for the writing commands every trained cell's checkpoints (jobs/evaluate.py), and
+    for the commands that use Ray (``ray``: "training", "scoring") whether the cluster can place every
+    trial and scoring actor (platform/capacity.py): Ray starts only after every file check passed."""
     from growthpace.jobs.evaluate import check_checkpoints
     from growthpace.platform.data import load_eval_sets
     from growthpace.platform.models import check_model
@@ -72,6 +74,40 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool) 
             check_model(m.name, f"models[{i}].name")
     if write:
         check_checkpoints(cells, layout)
+        check_stored(cells, layout)
+    if ray:
+        check_capacity(spec, training="training" in ray, scoring="scoring" in ray)
+
+
+def check_stored(cells: list[Cell], layout: Layout) -> None:
+    """Every stored file a job reads back, read (tables: footer and schema) before the first write: a
+    damaged one is a StoredFileError naming it and the command that rebuilds it (platform/storage.py).
+    scores.parquet is left out: `evaluate` rebuilds it from these files."""
+    from growthpace.platform.storage import check_table, read_json
+
+    for cell in cells:
+        folder = layout.cell(cell.cell_id)
+        for sub in ("scores", "predictions"):
+            if (folder / sub).is_dir():
+                for f in sorted((folder / sub).glob("epoch_*.parquet")):
+                    check_table(f)
+        for f in (layout.cell_run(cell.cell_id), layout.cell_card(cell.cell_id)):
+            if f.exists():
+                read_json(f)
+    if layout.tracking.exists():
+        read_json(layout.tracking)
+
+
+def check_capacity(spec: Spec, *, training: bool, scoring: bool) -> None:
+    from growthpace.jobs.cluster import capacity, connect
+    from growthpace.platform.capacity import CapacityError, placement_problems
+
+    connect(spec)
+    present, node_types = capacity()
+    problems = placement_problems(spec, present, node_types, training=training, scoring=scoring)
+    if problems:
+        raise CapacityError("\n".join(f"field '{f}': {why}; lower it, or run on a cluster that has it (docs/cluster.md)"
+                                      for f, why in problems))
 
 
 def check_scoring_backend(spec: Spec) -> None:
@@ -110,17 +146,8 @@ def materialise(study: Study) -> dict[str, Path]:
 
 def model_params(study: Study) -> dict[str, int]:
     """Parameter count per model name: the spec's declared figure, else counted from the config."""
-    params: dict[str, int] = {}
-    for m in study.spec.models:
-        if m.params:
-            params[m.name] = m.params
-        elif study.tokenizer is None and m.name in PRESETS:  # declared data: no tokenizer trained
-            from growthpace.platform.models import VOCAB_SIZE, count_params, llama_config
-
-            params[m.name] = count_params(llama_config(PRESETS[m.name], VOCAB_SIZE))
-        else:
-            params[m.name] = describe(m.name, study.tokenizer)[0]
-    return params
+    # declared data trains no tokenizer: a preset then counts VOCAB_SIZE
+    return {m.name: m.params or param_count(m.name, study.tokenizer) for m in study.spec.models}
 
 
 def plan_rows(study: Study) -> list[dict]:

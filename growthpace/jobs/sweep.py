@@ -7,6 +7,7 @@ That list is the marker a rerun uses to skip the cell.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from growthpace.platform.cells import Cell
@@ -41,7 +42,9 @@ def _cell_trial(param: dict[str, Any]) -> None:
             failure_config=FailureConfig(max_failures=config.get("max_failures", 1)),
         ),
     )
+    started = time.monotonic()
     result = trainer.fit()
+    wall_s = time.monotonic() - started
     # Ray gives paths inside its filesystem ("bucket/prefix/..." on S3): stored as URIs there.
     scheme = f"{layout.root.scheme}://" if layout.remote else ""
     checkpoints = sorted(
@@ -51,7 +54,12 @@ def _cell_trial(param: dict[str, Any]) -> None:
     )
     if [c["epoch"] for c in checkpoints] != list(range(1, cell.epochs + 1)):
         raise SweepError(f"cell {cell.cell_id}: expected epochs 1..{cell.epochs}, got {[c['epoch'] for c in checkpoints]}")
-    write_json(layout.cell_checkpoints(cell.cell_id), {"cell_id": cell.cell_id, "checkpoints": checkpoints})
+    # What the cell cost, for the report's GPU-hours: this fit's wall time (a resumed cell counts only
+    # its last attempt) and the resources it held meanwhile.
+    write_json(layout.cell_checkpoints(cell.cell_id), {
+        "cell_id": cell.cell_id, "checkpoints": checkpoints, "wall_s": wall_s,
+        "gpus": cell.workers * cell.gpus_per_worker, "cpus": cell.driver_cpus + cell.workers * cell.cpus_per_worker,
+    })
     if not config["train"].get("keep_resume_state"):  # finished: only a rerun of the same epochs could use it
         for ck, _ in result.best_checkpoints:
             drop_resume_state_at(ck.filesystem, ck.path)

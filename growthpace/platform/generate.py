@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.records import Record, write_records
+from growthpace.platform.records import DataError, Record, write_records
 
 LETTERS = "ABCD"
 HELD_OUT = ("code", "creative_writing", "role_play")  # eval prompts = a held-out fifth of combinations
@@ -491,8 +491,13 @@ def generate_dataset(root: Path, *, seed: int = 0, train_per_ability: int = 1000
                  test_per_ability=test_per_ability, ood_per_subject=ood_per_subject, synthetic=synthetic)
     for name, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
+            raise DataError(f"{name} (--{name.replace('_', '-')}) must be a positive integer, got {n!r}")
     root = Path(root)
+    from growthpace.platform.spec import local_path_problem
+
+    problem = local_path_problem(str(root), folder=True)
+    if problem:
+        raise DataError(f"{problem}; the dataset needs an absent or empty folder")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root}: exists and is not an empty directory; refusing to overwrite a dataset")
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -114,10 +114,11 @@ def model_key(name: str, tokenizer_key: str, seed: int) -> str:
     return f"hf-{stable_hash([str(Path(name).resolve()) if Path(name).exists() else name], 8)}"
 
 
-def describe(name: str, tokenizer) -> tuple[int, object]:
-    """(parameter count, config) without materialising weights."""
+def describe(name: str, tokenizer=None) -> tuple[int, object]:
+    """(parameter count, config) without materialising weights. A preset's vocabulary is its
+    tokenizer's; before one is trained, VOCAB_SIZE, the size the BPE is trained to (chat tokens included)."""
     if name in PRESETS:
-        config = llama_config(PRESETS[name], len(tokenizer))
+        config = llama_config(PRESETS[name], len(tokenizer) if tokenizer is not None else VOCAB_SIZE)
     else:
         from transformers import AutoConfig
 
@@ -126,6 +127,11 @@ def describe(name: str, tokenizer) -> tuple[int, object]:
         except (OSError, ValueError) as e:  # ValueError: a config.json without a known model_type
             raise ModelError(f"model {name!r}: not a preset ({', '.join(PRESETS)}) nor a loadable path: {e}") from None
     return count_params(config), config
+
+
+def param_count(name: str, tokenizer=None) -> int:
+    """The one parameter count of a model (plan and report): a preset's or an HF config's, no weights built."""
+    return describe(name, tokenizer)[0]
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -150,6 +156,12 @@ def check_model(name: str, field: str = "model") -> None:
             raise ModelError(f"field '{field}': model {name!r}: {folder} has no weights (*.safetensors or *.bin)")
         if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
             raise ModelError(f"field '{field}': model {name!r}: {folder} has no tokenizer ({', '.join(_TOKENIZER_FILES)})")
+        if (folder / "tokenizer.model").is_file() and not any(
+                (folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            # transformers 5.19 then builds a generic tokenizer from tokenizer.model whose ids differ from
+            # the model's own SentencePiece ids: it loads, and every cell would train on wrong tokens
+            raise ModelError(f"field '{field}': model {name!r}: {folder} has tokenizer.model but no tokenizer_config.json "
+                             "naming its class (e.g. {\"tokenizer_class\": \"LlamaTokenizer\"}); add it")
 
 
 def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: str):

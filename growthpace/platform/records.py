@@ -106,8 +106,8 @@ def parse_record(obj: Any, where: str, *, eval_split: bool, types: tuple[str, ..
     answer = obj.get("answer")
     if answer is not None and not isinstance(answer, str):
         answer = str(answer)
-    if rtype == "math" and eval_split and fmt == 0 and answer is None:
-        raise fail("answer", "a math item needs the reference final answer")
+    if rtype == "math" and eval_split and fmt == 0 and (answer is None or not answer.strip()):
+        raise fail("answer", "a math item needs the reference final answer" + (" (it is empty)" if answer is not None else ""))
     return Record(rtype, str(idx), tuple(turns), fmt, choices, answer)
 
 
@@ -136,6 +136,10 @@ def read_records(
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise DataError(f"{where}: not a usable record (JSON nested too deeply to read)") from None
+            except ValueError as e:  # e.g. an integer of more than 4300 digits
+                raise DataError(f"{where}: not a usable record ({e})") from None
             if fill is not None and isinstance(obj, dict):
                 obj = fill(dict(obj), n)
             rec = parse_record(obj, where, eval_split=eval_split, types=types)

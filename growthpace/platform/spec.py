@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from growthpace.platform.abilities import ABILITIES, EVAL_SPLITS, SOURCES
 from growthpace.platform.storage import SAFE_NAME
@@ -19,30 +22,58 @@ def _not_dots(v: str) -> str:
     return v
 
 
+def _unique(values: list, what: str) -> list:
+    """The same seed, source or volume twice would be the same cells twice: the field is named here,
+    before cells.expand finds the clash."""
+    dup = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if dup:
+        raise ValueError(f"duplicate {what} {dup} in {values}")
+    return values
+
+
 class SpecError(ValueError):
     """A bad spec: the message names the file and the field."""
 
 
+# YAML's `true` is not 1 and `10.0` is not an item count: integers are strict (a bool or a float is an
+# error, not a silent 1), floats refuse bools, and no float may be inf or NaN (allow_inf_nan below).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]
+Beta = Annotated[float, Strict(), Field(ge=0, lt=1)]
+Bool = Annotated[bool, Strict()]
+
+
+def _no_bool(v):
+    if isinstance(v, bool):
+        raise ValueError(f"expected 0, 1, 2 or 3, not a boolean ({v})")
+    return v
+
+
+ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_no_bool)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Resources(_Strict):
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    workers: int = Field(1, ge=1)
-    driver_cpus: float = Field(0.25, gt=0)
-    custom: dict[str, float] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
+    cpus_per_worker: Float = Field(1.0, gt=0)
+    gpus_per_worker: Float = Field(0.0, ge=0)
+    workers: Int = Field(1, ge=1)
+    driver_cpus: Float = Field(0.25, gt=0)
+    custom: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
     accelerator_type: str | None = Field(
         None, min_length=1,
-        description="pin the trial's workers to nodes of this accelerator (Ray's names: A100-80G, H100, H200, ...)",
+        description="pin the trial's workers to nodes of this accelerator, named as Ray reports it (A100 for an "
+        "A100 80 GB, H100, H200, ...)",
     )
     placement: Literal["strict_pack", "pack", "spread"] = Field(
         "strict_pack",
         description="Ray Train's placement strategy for a trial's workers: strict_pack keeps them on one node "
         "(collectives over NVLink, not the network); a trial larger than one node needs pack",
     )
-    throughput_tokens_per_gpu_s: float | None = Field(
+    throughput_tokens_per_gpu_s: Float | None = Field(
         None, gt=0, description="training tokens per GPU-second (an estimate); `plan` turns it into GPU-hours"
     )
 
@@ -57,10 +88,10 @@ class ScoringResources(_Strict):
 class ModelTraining(_Strict):
     """Per-model overrides of the memory-bound training settings (e.g. ZeRO-3 and smaller micro-batches for 33b)."""
 
-    per_device_batch: int | None = Field(None, ge=1)
-    grad_accum: int | None = Field(None, ge=1)
-    zero_stage: Literal[0, 1, 2, 3] | None = None
-    gradient_checkpointing: bool | None = None
+    per_device_batch: Int | None = Field(None, ge=1)
+    grad_accum: Int | None = Field(None, ge=1)
+    zero_stage: ZeroStage | None = None
+    gradient_checkpointing: Bool | None = None
 
     def overrides(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -70,23 +101,28 @@ class ModelSpec(_Strict):
     name: str = Field(min_length=1, description="a preset name or an HF path / local directory")
     size: str = Field(min_length=1, description="size label used in tables and plots")
     resources: Resources = Resources()
-    params: int | None = Field(None, gt=0, description="declared parameter count; `plan` uses it instead of loading the config")
+    params: Int | None = Field(None, gt=0, description="declared parameter count; `plan` uses it instead of loading the config")
     sources: list[Literal["curated", "synthetic", "mix"]] | None = Field(
         None, description="which cells this model trains (default: every source and mix of the grid)"
     )
     training: ModelTraining = ModelTraining()
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else _unique(v, "sources")
 
 
 class Mix(_Strict):
     """A named allocation: the study's reconstruct / maximum / mix-N."""
 
     name: str = Field(min_length=1, pattern=SAFE_NAME, description="letters, digits, '_', '.', '-' (a safe file name)")
-    total: int | None = Field(None, gt=0, description="curated total; None = every capped or full ability")
+    total: Int | None = Field(None, gt=0, description="curated total; None = every capped or full ability")
 
     _safe_name = field_validator("name")(_not_dots)
-    caps: dict[str, int] = {}
+    caps: dict[str, Int] = {}
     fill: Literal["even", "max"] = "even"
-    synthetic: int = Field(0, ge=0, description="synthetic items added on top")
+    synthetic: Int = Field(0, ge=0, description="synthetic items added on top")
 
     @field_validator("caps")
     @classmethod
@@ -106,12 +142,12 @@ class Mix(_Strict):
 
 
 class Generate(_Strict):
-    seed: int = 0
-    train_per_ability: int = Field(1000, gt=0)
-    valid_per_ability: int = Field(20, gt=0)
-    test_per_ability: int = Field(40, gt=0)
-    ood_per_subject: int = Field(20, gt=0)
-    synthetic: int = Field(4000, gt=0)
+    seed: Int = 0
+    train_per_ability: Int = Field(1000, gt=0)
+    valid_per_ability: Int = Field(20, gt=0)
+    test_per_ability: Int = Field(40, gt=0)
+    ood_per_subject: Int = Field(20, gt=0)
+    synthetic: Int = Field(4000, gt=0)
 
 
 class Hub(_Strict):
@@ -127,9 +163,9 @@ class Declared(_Strict):
     """What `plan` assumes when data.root is absent: counts and token lengths declared, not read."""
 
     source: str = Field(min_length=1, description="where the figures come from")
-    train: dict[str, int] = Field(description="train items per ability in the `full` split")
-    synthetic: int = Field(0, ge=0, description="items in the synthetic pool")
-    tokens_per_item: dict[str, int] = Field(description="mean tokens per item, per ability and 'synthetic'")
+    train: dict[str, Int] = Field(description="train items per ability in the `full` split")
+    synthetic: Int = Field(0, ge=0, description="items in the synthetic pool")
+    tokens_per_item: dict[str, Count] = Field(description="mean tokens per item, per ability and 'synthetic'")
 
     @field_validator("train")
     @classmethod
@@ -158,11 +194,11 @@ class DataSpec(_Strict):
     declared: Declared | None = Field(None, description="counts `plan` uses when root is missing")
     train_split: Literal["1000", "full"] = "full"
     sources: list[Literal["curated", "synthetic"]] = ["curated"]
-    volumes: list[int] = [10, 40, 160, 640]
-    synthetic_volumes: list[int] | None = Field(None, description="default: the same as volumes")
-    caps: dict[str, int] = {}
+    volumes: list[Int] = [10, 40, 160, 640]
+    synthetic_volumes: list[Int] | None = Field(None, description="default: the same as volumes")
+    caps: dict[str, Int] = {}
     mixes: list[Mix] = []
-    seeds: list[int] = [0]
+    seeds: list[Int] = [0]
 
     @field_validator("volumes", "synthetic_volumes")
     @classmethod
@@ -185,7 +221,12 @@ class DataSpec(_Strict):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("at least one seed")
-        return v
+        return _unique(v, "seeds")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        return _unique(v, "sources")
 
     @field_validator("mixes")
     @classmethod
@@ -197,28 +238,28 @@ class DataSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(3, ge=1)
-    epochs_by_volume: dict[int, int] = Field({}, description="volume -> epochs, for the smallest volumes")
-    lr: float = Field(1e-5, gt=0)
-    end_lr: float = Field(1e-6, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = Field(0.1, ge=0)
-    per_device_batch: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(2048, ge=8)
+    epochs: Int = Field(3, ge=1)
+    epochs_by_volume: dict[Count, Count] = Field({}, description="volume -> epochs, for the smallest volumes")
+    lr: Float = Field(1e-5, gt=0)
+    end_lr: Float = Field(1e-6, ge=0)
+    betas: tuple[Beta, Beta] = (0.9, 0.95)
+    weight_decay: Float = Field(0.1, ge=0)
+    per_device_batch: Int = Field(8, ge=1)
+    grad_accum: Int = Field(1, ge=1)
+    max_length: Int = Field(2048, ge=8)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    gradient_checkpointing: bool = False
-    packing: bool = Field(True, description="pack each micro-batch's items into one row (no padding; attention "
+    zero_stage: ZeroStage = 2
+    gradient_checkpointing: Bool = False
+    packing: Bool = Field(True, description="pack each micro-batch's items into one row (no padding; attention "
                           "kept inside each item); false = pad to the longest item")
-    keep_resume_state: bool = Field(False, description="keep the newest epoch's DeepSpeed state (optimizer etc., "
+    keep_resume_state: Bool = Field(False, description="keep the newest epoch's DeepSpeed state (optimizer etc., "
                                     "about 12-14 bytes/param) after a cell is finished; older epochs never keep it")
     checkpoint_write: Literal["auto", "in_place", "async"] = Field(
         "auto", description="how epoch checkpoints reach storage: 'in_place' = every rank writes straight into the "
         "run's folder on the shared filesystem (one write, training waits for it); 'async' = write to local disk, "
         "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
         "an object store (docs/cluster.md)")
-    max_concurrent_trials: int = Field(2, ge=1)
+    max_concurrent_trials: Int = Field(2, ge=1)
 
     def epochs_for(self, volume: int | None) -> int:
         if volume is not None and volume in self.epochs_by_volume:
@@ -228,13 +269,13 @@ class TrainingSpec(_Strict):
 
 class EvaluationSpec(_Strict):
     splits: list[Literal["valid", "test"]] = list(EVAL_SPLITS)
-    ood: bool = True
-    batch_size: int = Field(64, ge=1)
-    warmup_epochs: int | None = Field(None, ge=0, description="select epochs after this; default 5, or a third of short runs")
-    concurrency: int = Field(1, ge=1, description="scoring actors")
-    max_new_tokens: dict[str, int] = Field({}, description="per question kind, caps the scorer's default limit")
+    ood: Bool = True
+    batch_size: Int = Field(64, ge=1)
+    warmup_epochs: Int | None = Field(None, ge=0, description="select epochs after this; default 5, or a third of short runs")
+    concurrency: Int = Field(1, ge=1, description="scoring actors")
+    max_new_tokens: dict[str, Count] = Field({}, description="per question kind, caps the scorer's default limit")
     backend: Literal["auto", "vllm", "transformers"] = "auto"
-    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per scoring actor (vLLM on GPU nodes)")
+    gpus_per_actor: Float = Field(0.0, ge=0, description="GPUs per scoring actor (vLLM on GPU nodes)")
     vllm_pipeline: Literal["auto", "processor", "actor"] = Field(
         "auto",
         description="how a vllm backend scores: 'processor' = ray.data.llm vLLMEngineProcessor, one processor "
@@ -243,7 +284,7 @@ class EvaluationSpec(_Strict):
         "Only matters when the resolved backend is vllm",
     )
     resources: ScoringResources = ScoringResources()
-    streaming: bool = Field(True, description="score finished cells while other cells still train")
+    streaming: Bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
 
     def warmup_for(self, epochs: int) -> int:
@@ -263,27 +304,27 @@ class AnalysisSpec(_Strict):
     Thresholds are in score points (0-100); docs/analysis.md explains each number and class.
     """
 
-    bootstrap_samples: int = Field(200, ge=20, description="bootstrap replicates over test items (and seeds)")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="interval level")
-    seed: int = Field(0, description="seed of the bootstrap draws")
-    volume_gain: float = Field(1.0, ge=0, description="start gain per doubling of data to count as responding to volume")
-    size_gain: float = Field(1.0, ge=0, description="gain per doubling of parameters to count as responding to size")
-    early_saturation_doublings: float = Field(
+    bootstrap_samples: Int = Field(200, ge=20, description="bootstrap replicates over test items (and seeds)")
+    confidence: Float = Field(0.95, gt=0.5, lt=1, description="interval level")
+    seed: Int = Field(0, description="seed of the bootstrap draws")
+    volume_gain: Float = Field(1.0, ge=0, description="start gain per doubling of data to count as responding to volume")
+    size_gain: Float = Field(1.0, ge=0, description="gain per doubling of parameters to count as responding to size")
+    early_saturation_doublings: Float = Field(
         2.0, ge=0, description="saturates early: 90% of the gain reached this many doublings before the largest volume"
     )
-    require_interval: bool = Field(True, description="a response also needs its interval's lower end above 0")
-    extrapolate_from: float = Field(4, gt=1, description="extrapolation check: fit on volumes <= largest / this")
-    budget: int | None = Field(None, gt=0, description="the report's recommendation budget; default half the largest curated volume")
+    require_interval: Bool = Field(True, description="a response also needs its interval's lower end above 0")
+    extrapolate_from: Float = Field(4, gt=1, description="extrapolation check: fit on volumes <= largest / this")
+    budget: Int | None = Field(None, gt=0, description="the report's recommendation budget; default half the largest curated volume")
     recommend_size: str | None = Field(None, description="size label whose curves the recommender uses; default the largest")
-    floor: float = Field(0.1, ge=0, le=1, description="recommender: each ability keeps at least this share of its even split")
-    trust_doublings: float = Field(
+    floor: Float = Field(0.1, ge=0, le=1, description="recommender: each ability keeps at least this share of its even split")
+    trust_doublings: Float = Field(
         1.0, ge=0, description="recommender: a curve is trusted this many doublings past the largest volume, flat beyond"
     )
 
 
 class RaySpec(_Strict):
-    num_cpus: int | None = Field(None, ge=1, description="logical CPUs of a local cluster")
-    health_check_interval_s: float = 0.1
+    num_cpus: Int | None = Field(None, ge=1, description="logical CPUs of a local cluster")
+    health_check_interval_s: Float = 0.1
     env_vars: dict[str, str] = Field({}, description="runtime_env env vars for every task and actor of the study")
     pip: list[str] = Field([], description="runtime_env pip packages (installed per job by Ray, on top of the image)")
 
@@ -300,7 +341,7 @@ class Spec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     ray: RaySpec = RaySpec()
     analysis: AnalysisSpec = AnalysisSpec()
-    seed: int = 0
+    seed: Int = 0
 
     @field_validator("models")
     @classmethod
@@ -368,26 +409,244 @@ def _field_path(loc: tuple) -> str:
     return out
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int, first: int):
+        self.key, self.line, self.first = key, line, first
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a
+    second `models:` would drop the first list) and reports an integer too long to convert at its line."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, first[key])
+                first[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: SafeLoader's own error says so, with its line
+                break
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as e:  # Python refuses int() of more than 4300 digits
+            raise yaml.constructor.ConstructorError(None, None, f"not a usable integer ({e})", node.start_mark) from None
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
+
+MAX_DEPTH = 64
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where the YAML nests deeper than MAX_DEPTH (found from parser events, which do not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark.line + 1
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return None
+
+
 def load_spec(path: str | Path) -> Spec:
     """Parse and validate a spec; relative paths in it are taken from the current directory."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        deep = _too_deep(text)
+        if deep is not None:
+            raise SpecError(f"{path}:{deep}: nested more than {MAX_DEPTH} levels deep; a spec is a few levels of mappings")
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise SpecError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except _DuplicateKey as e:
+        raise SpecError(f"{path}:{e.line}: duplicate key {e.key!r} (first at line {e.first}); "
+                        "YAML would keep only the last one: merge them or delete one") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not valid UTF-8") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping")
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except ValidationError as e:
-        lines = [
-            f"{path}: field '{_field_path(err['loc'])}': {err['msg']}" if err["loc"] else f"{path}: {err['msg']}"
-            for err in e.errors()
-        ]
+        lines = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: field '{_field_path(err['loc'])}': {msg}" if err["loc"] else f"{path}: {msg}")
         raise SpecError("\n".join(lines)) from None
+    problems = [*_references(spec), *_paths(spec), *_models(spec)]
+    if problems:
+        raise SpecError("\n".join(f"{path}: field '{field}': {why}" for field, why in problems))
+    return spec
+
+
+# ---------------------------------------------------------------- checks across fields and on disk
+
+
+def _grid_sources(spec: Spec) -> list[str]:
+    return [*spec.data.sources, *(["mix"] if spec.data.mixes else [])]
+
+
+def _volumes(spec: Spec, source: str) -> list[int]:
+    if source == "curated":
+        return list(spec.data.volumes)
+    return list(spec.data.synthetic_volumes or spec.data.volumes)
+
+
+def _references(spec: Spec) -> list[tuple[str, str]]:
+    """Settings that name something (a volume, a question kind, a size, a source) must name something
+    that exists: otherwise they are silently ignored and the study is not the one the spec describes."""
+    from growthpace.evaluators.scoring import KINDS
+
+    out = []
+    volumes = sorted({v for s in spec.data.sources if s != "mix" for v in _volumes(spec, s)})
+    for v in spec.training.epochs_by_volume:
+        if v not in volumes:
+            out.append((f"training.epochs_by_volume.{v}", f"volume {v} is not one of the grid's volumes {volumes}"))
+    for kind in spec.evaluation.max_new_tokens:
+        if kind not in KINDS:
+            close = difflib.get_close_matches(kind, KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append((f"evaluation.max_new_tokens.{kind}", f"not a question kind{hint}; expected one of {', '.join(KINDS)}"))
+    sizes = [m.size for m in spec.models]
+    if spec.analysis.recommend_size is not None and spec.analysis.recommend_size not in sizes:
+        out.append(("analysis.recommend_size", f"{spec.analysis.recommend_size!r} is not one of the models' sizes {sizes}"))
+    grid = _grid_sources(spec)
+    first: dict[str, int] = {}
+    for i, m in enumerate(spec.models):
+        if m.name in first:
+            j = first[m.name]
+            out.append((f"models[{i}].name", f"model {m.name!r} is already listed as size {spec.models[j].size!r} "
+                                             f"(models[{j}]): one model has one size"))
+        first.setdefault(m.name, i)
+        for s in m.sources or []:
+            if s not in grid:
+                why = "data.mixes is empty" if s == "mix" else f"data.sources is {spec.data.sources}"
+                out.append((f"models[{i}].sources", f"source {s!r} matches no cell of the grid ({why})"))
+    n = 0
+    for m in spec.models:
+        for s in grid:
+            if m.sources is None or s in m.sources:
+                n += len(spec.data.mixes) if s == "mix" else len(_volumes(spec, s))
+    if not n and not out:
+        out.append(("data", f"the grid has zero cells (sources {spec.data.sources}, volumes {spec.data.volumes}, "
+                            f"{len(spec.data.mixes)} mixes, models' sources {[m.sources for m in spec.models]})"))
+    return out
+
+
+# MLflow's tracking URI schemes (a plain path is a local file store).
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def local_path_problem(value: str, *, folder: bool) -> str | None:
+    """Why a local path cannot be used: a symlink loop, a regular file where a folder must be, or an
+    ancestor that is a regular file (nothing can be created under it)."""
+    p = Path(value).expanduser()
+    try:
+        p = p.resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11: RuntimeError("Symlink loop from ...")
+        return f"{value}: cannot be resolved ({e})"
+    for anc in (p, *p.parents):
+        try:
+            if not anc.exists():
+                if anc.is_symlink():
+                    return f"{value}: {anc} is a symlink to nothing (dangling, or a loop)"
+                continue
+        except OSError as e:
+            return f"{value}: {anc}: {e.strerror or e}"
+        if anc.is_dir():
+            return None
+        if anc == p:
+            return f"{value}: is a file, not a folder" if folder else None
+        return f"{value}: {anc} is a regular file, so nothing can be created under it"
+    return None
+
+
+def _paths(spec: Spec) -> list[tuple[str, str]]:
+    out = []
+    if "://" not in spec.storage:
+        why = local_path_problem(spec.storage, folder=True)
+        if why:
+            out.append(("storage", why))
+    why = local_path_problem(spec.data.root, folder=True)
+    if why:
+        out.append(("data.root", why))
+    uri = spec.tracking.uri
+    if uri is not None:
+        scheme, sep, rest = uri.partition("://")
+        if sep and scheme.split("+")[0].lower() not in TRACKING_SCHEMES:
+            out.append(("tracking.uri", f"unknown scheme {scheme!r} in {uri!r}; MLflow takes "
+                                        f"{', '.join(s + '://' for s in TRACKING_SCHEMES[:6])}..., or a local folder"))
+        elif scheme == "sqlite" and rest.startswith("/"):
+            why = local_path_problem(str(Path(rest[1:]).parent), folder=True)  # sqlite:///rel, sqlite:////abs
+            if why:
+                out.append(("tracking.uri", why))
+        elif not sep and uri.lower() not in TRACKING_SCHEMES:
+            why = local_path_problem(uri, folder=True)
+            if why:
+                out.append(("tracking.uri", why))
+    return out
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+BARE_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # legacy ids without an owner (gpt2)
+MISSPELT = 0.75  # difflib ratio to a preset above which a bare name is a typo of it, not a Hub id
+
+
+def _models(spec: Spec) -> list[tuple[str, str]]:
+    """Each model name is a preset, an existing folder or a Hub id (owner/name). Decided without the
+    network, so a misspelt preset fails at once (with the closest preset) instead of after the Hub's
+    retries; a Hub id is fetched later only when the Hub may be asked (HF_HUB_OFFLINE unset) or is cached.
+    A model with declared `params` may be absent here (`plan` does not load it); the writing commands
+    check it again (models.check_model in jobs/study.py check_inputs)."""
+    from growthpace.platform.models import PRESETS
+
+    out = []
+    for i, m in enumerate(spec.models):
+        name, fld = m.name, f"models[{i}].name"
+        if name in PRESETS:
+            continue
+        folder = Path(name).expanduser()
+        if folder.exists():
+            if not folder.is_dir():
+                out.append((fld, f"model {name!r} is a file; a model is a preset or a folder with config.json, "
+                                 "weights and a tokenizer"))
+            continue
+        closest = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.0)
+        hint = f"did you mean {closest[0]!r}? presets: {', '.join(PRESETS)}"
+        if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+            if not m.params:  # declared params: `plan` needs no model (doit.yaml plans away from its cluster)
+                out.append((fld, f"model {name!r}: no such folder (and not a preset: {', '.join(PRESETS)})"))
+        elif not (HUB_ID.match(name) or BARE_HUB_ID.match(name)):
+            out.append((fld, f"model {name!r} is not a preset, an existing folder or a Hub id (owner/name); {hint}"))
+        elif "/" not in name and difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=MISSPELT):
+            out.append((fld, f"model {name!r} is not a preset nor an existing folder; {hint}"))
+        elif not m.params and _offline() and not _hub_cached(name):
+            out.append((fld, f"model {name!r}: not a preset nor a folder, and HF_HUB_OFFLINE is set so the Hub "
+                             f"is not asked (and it is not in the local cache); presets: {', '.join(PRESETS)}"))
+    return out
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)

@@ -209,12 +209,133 @@ def remove_tree(path: StoragePath) -> None:
         shutil.rmtree(path)
 
 
-def read_parquet(path: StoragePath, **kwargs):
+# ---------------------------------------------------------------- reading back what the study wrote
+#
+# Every stored file is read through read_json / read_parquet, which check it against the schema its
+# name implies: a torn, corrupted or wrong-schema file is a StoredFileError naming the file and the
+# command that rebuilds it (exit 2 at the CLI), never a traceback from deep inside a job.
+
+
+class StoredFileError(ValueError):
+    """A file under storage that cannot be read back: names the file, what is wrong and how to rebuild it."""
+
+
+def rebuild_hint(path: "StoragePath") -> str:
+    """What to do about a damaged stored file: which command writes it again."""
+    name, parent = path.name, path.parent.name
+    if name == "scores.parquet":
+        return "delete it and run `growthpace evaluate SPEC`, which rebuilds it from cells/*/scores"
+    if parent == "scores":
+        return (f"delete {path.parent}/{path.stem}.parquet and .json and run `growthpace evaluate SPEC`, "
+                "which scores that checkpoint again")
+    if parent == "predictions":
+        return (f"delete it and {path.parent.parent}/scores/{path.stem}.* and run `growthpace evaluate SPEC`, "
+                "which scores that checkpoint again")
+    if name == "checkpoints.json":
+        return "delete it and run `growthpace sweep SPEC`: the cell is trained again, resuming from its last epoch checkpoint"
+    if name in ("card.json", "train.jsonl"):
+        return f"delete {path.parent}/train.jsonl and card.json; `growthpace run SPEC` writes them again"
+    if name in ("mlflow.json", "tracking.json"):
+        return "delete it; the next `growthpace run` or `growthpace sync SPEC` creates a new MLflow run from storage"
+    if parent == "report" or name == "summary.json":
+        return "run `growthpace report SPEC` to write the report again"
+    return "delete it and run again the command that wrote it"
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_json(name: str, obj: Any) -> None:
+    """The schema of the JSON files the study writes, by file name (others: any JSON)."""
+    if name == "checkpoints.json":
+        _need(isinstance(obj, dict) and isinstance(obj.get("checkpoints"), list), "expected {checkpoints: [...]}")
+        for i, ck in enumerate(obj["checkpoints"]):
+            _need(isinstance(ck, dict), f"checkpoints[{i}]: expected an object")
+            _need(_is_int(ck.get("epoch")) and ck["epoch"] >= 0, f"checkpoints[{i}].epoch: expected an integer, got {ck.get('epoch')!r}")
+            _need(isinstance(ck.get("path"), str) and ck["path"], f"checkpoints[{i}].path: expected a path, got {ck.get('path')!r}")
+            loss = ck.get("train_loss")
+            _need(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
+                  f"checkpoints[{i}].train_loss: expected a number, got {loss!r}")
+    elif re.fullmatch(r"epoch_\d+\.json", name):
+        _need(isinstance(obj, dict) and isinstance(obj.get("key"), str) and obj["key"], "expected {key: <result key>}")
+    elif name == "tracking.json":
+        _need(isinstance(obj, dict) and isinstance(obj.get("parent_run_id"), str), "expected {parent_run_id: ...}")
+    elif name == "mlflow.json":
+        _need(isinstance(obj, dict) and isinstance(obj.get("run_id"), str), "expected {run_id: ...}")
+    elif name == "card.json":
+        _need(isinstance(obj, dict) and isinstance(obj.get("counts"), dict)
+              and all(_is_int(n) for n in obj["counts"].values()), "expected {counts: {ability: integer}}")
+
+
+# Columns each stored parquet file must have: (name, polars dtype test) for what readers compute on.
+_SCORE_COLUMNS = (("cell_id", "str"), ("epoch", "int"), ("split", "str"), ("ability", "str"), ("score", "num"))
+_PARQUET_SCHEMAS = {
+    "scores.parquet": (*_SCORE_COLUMNS, ("size", "str"), ("source", "str"), ("seed", "int")),
+    "scores": _SCORE_COLUMNS,
+    "predictions": (("cell_id", "str"), ("epoch", "int"), ("key", "str"), ("split", "str"), ("ability", "str"),
+                    ("text", "str"), ("letter_logprobs", "str"), ("correct", "bool")),
+}
+
+
+def _check_parquet(path: "StoragePath", found, height: int | None, columns=None) -> None:
+    """``found``: the file's column -> dtype; ``height``: its rows (None: only the schema was read)."""
+    schema = _PARQUET_SCHEMAS.get(path.name) or (_PARQUET_SCHEMAS.get(path.parent.name) if path.name.startswith("epoch_") else None)
+    if not schema:
+        return
     import polars as pl
 
+    tests = {"str": lambda t: t in (pl.String, pl.Null), "int": lambda t: t.is_integer(),
+             "num": lambda t: t.is_numeric(), "bool": lambda t: t in (pl.Boolean, pl.Null)}
+    for col, kind in schema:
+        if columns is not None and col not in columns:
+            continue
+        _need(col in found, f"column {col!r} is missing")
+        _need(tests[kind](found[col]), f"column {col!r} has type {found[col]}, expected {kind}")
+    _need(height is None or height > 0, "no rows")  # the study never writes an empty table
+
+
+def _damaged(path: "StoragePath", e: Exception) -> StoredFileError:
+    reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+    return StoredFileError(f"{path}: damaged or not the table the study writes ({reason}); {rebuild_hint(path)}")
+
+
+def check_table(path: "StoragePath") -> None:
+    """The pre-flight of a stored table: its footer and schema only (cheap), so a job fails before its
+    first write instead of when it reaches the file."""
+    import polars as pl
+
+    path = as_location(path)
     if isinstance(path, Location):
-        return pl.read_parquet(io.BytesIO(path.read_bytes()), **kwargs)
-    return pl.read_parquet(path, **kwargs)
+        read_parquet(path)
+        return
+    try:
+        _check_parquet(path, dict(pl.read_parquet_schema(path)), None)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as e:
+        raise _damaged(path, e) from None
+
+
+def read_parquet(path: StoragePath, **kwargs):
+    """A stored table; a torn, corrupted or wrong-schema file is a StoredFileError (rebuild_hint)."""
+    import polars as pl
+
+    path = as_location(path)
+    try:
+        if isinstance(path, Location):
+            frame = pl.read_parquet(io.BytesIO(path.read_bytes()), **kwargs)
+        else:
+            frame = pl.read_parquet(path, **kwargs)
+        _check_parquet(path, dict(frame.schema), None if kwargs.get("columns") else frame.height, kwargs.get("columns"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pl.exceptions.PolarsError) as e:
+        raise _damaged(path, e) from None
+    return frame
 
 
 def cache_root() -> Path:
@@ -312,7 +433,16 @@ def write_parquet(path: "str | StoragePath", frame) -> None:
 
 
 def read_json(path: "str | StoragePath") -> Any:
-    return json.loads(as_location(path).read_text(encoding="utf-8"))
+    """A stored JSON file; torn, corrupted or of the wrong schema: a StoredFileError (rebuild_hint)."""
+    path = as_location(path)
+    data = path.read_bytes()  # a missing file stays FileNotFoundError: callers test for it
+    try:
+        obj = json.loads(data.decode("utf-8"))
+        _check_json(path.name, obj)
+    except (UnicodeDecodeError, RecursionError, ValueError) as e:  # JSONDecodeError is a ValueError
+        why = "not valid JSON" if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, RecursionError)) else "wrong schema"
+        raise StoredFileError(f"{path}: damaged ({why}: {str(e)[:200] or type(e).__name__}); {rebuild_hint(path)}") from None
+    return obj
 
 
 def upload_tree(local: Path, dest: StoragePath, last: tuple[str, ...] = ()) -> None:

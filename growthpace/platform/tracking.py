@@ -60,6 +60,20 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+# MLflow 3's UI opens an experiment in its GenAI view unless this tag says it is for model training.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a sqlite store (under the study's storage for the
+    default store), else the tracking server's own artifact store. MLflow's default for a sqlite store
+    is ./mlruns of whatever folder the command ran in, which scatters a study's report copies."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -142,7 +156,14 @@ class StudyTracker(_BestEffort):
         """Looked up only when a run must be created, so a resumed study needs no server to start."""
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
-            self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+            if exp is None:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=artifact_location(self.uri), tags={EXPERIMENT_KIND: MODEL_TRAINING}
+                )
+            else:
+                self._experiment_id = exp.experiment_id
+                if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # made by an older version, or by hand
+                    self.client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return self._experiment_id
 
     def parent(self, study: str, params: dict[str, Any]) -> str:

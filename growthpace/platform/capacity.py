@@ -1,0 +1,139 @@
+"""Can the cluster place what the spec asks for? Compared before anything is written.
+
+A trial that asks for a resource no node has (a GPU on a CPU-only cluster, more CPUs per worker than
+any node, a custom resource no node type offers) waits forever in Ray with the trial RUNNING, after
+storage and MLflow were written. Here each bundle the study will ask Ray for is compared with the nodes
+the cluster has and, when it autoscales, the node types it may add (jobs/cluster.py capacity reads both).
+Pure: the numbers come in, the problems go out, each naming the spec field and the model size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EPS = 1e-9
+
+
+class CapacityError(ValueError):
+    """The cluster cannot place a trial or a scoring actor the spec asks for: names the field and the size."""
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A node type the autoscaler may add: its resources and how many at most (-1: no limit)."""
+
+    name: str
+    resources: dict[str, float]
+    max_count: int
+
+
+def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
+    return all(need <= node.get(k, 0.0) + EPS for k, need in bundle.items() if need > 0)
+
+
+def _fmt(x: float) -> str:
+    return "unlimited" if math.isinf(x) else (f"{x:g}")
+
+
+def _shown(key: str) -> bool:
+    """Resources a spec can ask for (CPU, GPU, custom), not Ray's bookkeeping ones."""
+    return key not in ("memory", "object_store_memory") and not key.startswith(("node:", "accelerator_type:", "bundle_group"))
+
+
+ACCELERATOR = "accelerator_type:"
+PINNED = 0.001  # what Ray Train asks of `accelerator_type:<name>` per worker when a trial is pinned to it
+
+
+def _field(i: int, key: str) -> str:
+    if key.startswith(ACCELERATOR):
+        return f"models[{i}].resources.accelerator_type"
+    return {"CPU": f"models[{i}].resources.cpus_per_worker", "GPU": f"models[{i}].resources.gpus_per_worker"}.get(
+        key, f"models[{i}].resources.custom.{key}")
+
+
+def _pin(accelerator_type: str | None) -> dict[str, float]:
+    return {f"{ACCELERATOR}{accelerator_type}": PINNED} if accelerator_type else {}
+
+
+def cluster_totals(present: list[dict[str, float]], node_types: list[NodeType] | None) -> dict[str, float]:
+    """The most of each resource the cluster can ever hold: what it has, or what its node types scale to."""
+    totals: dict[str, float] = {}
+    for node in present:
+        for k, v in node.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    scaled: dict[str, float] = {}
+    for t in node_types or []:
+        if t.max_count == 0:
+            continue
+        for k, v in t.resources.items():
+            scaled[k] = scaled.get(k, 0.0) + (math.inf if t.max_count < 0 else t.max_count * float(v))
+    return {k: max(totals.get(k, 0.0), scaled.get(k, 0.0)) for k in {*totals, *scaled}}
+
+
+def placement_problems(spec, present: list[dict[str, float]], node_types: list[NodeType] | None, *,
+                       training: bool = True, scoring: bool = True) -> list[tuple[str, str]]:
+    """(spec field, why) for every bundle the study would ask for and the cluster cannot place."""
+    shapes = [*present, *(t.resources for t in node_types or [] if t.max_count != 0)]
+    totals = cluster_totals(present, node_types)
+    scales = bool(node_types) and any(t.max_count != 0 for t in node_types)
+    gone = ("and no node type of its autoscaler offers more" if scales
+            else "and it has no autoscaler to add nodes")
+    has = ", ".join(f"{_fmt(v)} {k}" for k, v in sorted(totals.items()) if _shown(k)) or "no resources"
+
+    def too_big(bundle: dict[str, float]) -> str | None:
+        if any(_fits(bundle, s) for s in shapes):
+            return None
+        for k, need in bundle.items():  # the resource no single node has enough of
+            if need > 0 and max((s.get(k, 0.0) for s in shapes), default=0.0) + EPS < need:
+                return k
+        return next(k for k, need in bundle.items() if need > 0)  # each fits alone, never together
+
+    out: list[tuple[str, str]] = []
+    for i, m in enumerate(spec.models if training else []):
+        r = m.resources
+        worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom, **_pin(r.accelerator_type)}
+        who = f"model size {m.size!r} ({m.name})"
+        k = too_big(worker)
+        if k is not None and k.startswith(ACCELERATOR):
+            out.append((_field(i, k), f"{who} is pinned to accelerator type {r.accelerator_type!r} (with its other "
+                                      f"resources per worker); no node of the cluster reports it {gone} (cluster: {has})"))
+            continue
+        if k is not None:
+            largest = max((s.get(k, 0.0) for s in shapes), default=0.0)
+            out.append((_field(i, k), f"{who} asks for {_fmt(worker[k])} {k} per training worker; the largest node "
+                                      f"of the cluster has {_fmt(largest)} {k} {gone} (cluster: {has})"))
+            continue
+        if too_big({"CPU": r.driver_cpus}):
+            out.append((f"models[{i}].resources.driver_cpus",
+                        f"{who} asks for {_fmt(r.driver_cpus)} CPU for its trial's driver; no node has that many {gone}"))
+            continue
+        found = len(out)
+        for k, per in worker.items():
+            need = r.workers * per + (r.driver_cpus if k == "CPU" else 0.0)
+            if per > 0 and need > totals.get(k, 0.0) + EPS:
+                fld = f"models[{i}].resources.workers" if r.workers > 1 else _field(i, k)
+                out.append((fld, f"{who} asks for {_fmt(need)} {k} per trial ({r.workers} workers x {_fmt(per)}"
+                                 + (f" + {_fmt(r.driver_cpus)} for the driver" if k == "CPU" else "")
+                                 + f"); the cluster can hold {_fmt(totals.get(k, 0.0))} {k} {gone} (cluster: {has})"))
+                break
+        # strict_pack (jobs/placement.py) puts all of a trial's workers on one node: one node must hold them
+        trial = {k: r.workers * per for k, per in worker.items()}
+        if len(out) == found and r.placement == "strict_pack" and not any(_fits(trial, s) for s in shapes):
+            shown = ", ".join(f"{_fmt(v)} {k}" for k, v in trial.items() if v > 0 and _shown(k))
+            out.append((f"models[{i}].resources.placement",
+                        f"{who}: placement strict_pack keeps a trial's {r.workers} workers on one node, and no node "
+                        f"holds {shown} {gone}; set placement: pack (or fewer workers) (cluster: {has})"))
+    ev = spec.evaluation
+    gpus = ev.gpus_per_actor
+    actor = {"CPU": 1.0, "GPU": gpus, **ev.resources.custom, **_pin(ev.resources.accelerator_type)}
+    k = too_big(actor) if scoring and (gpus > 0 or ev.resources.custom or ev.resources.accelerator_type) else None
+    if k == "GPU" or (k == "CPU" and gpus > 0):
+        largest = max((s.get("GPU", 0.0) for s in shapes), default=0.0)
+        out.append(("evaluation.gpus_per_actor", f"each scoring actor asks for {_fmt(gpus)} GPU (and 1 CPU); the "
+                                                 f"largest node has {_fmt(largest)} GPU {gone} (cluster: {has})"))
+    elif k is not None:
+        fld = "evaluation.resources.accelerator_type" if k.startswith(ACCELERATOR) else f"evaluation.resources.custom.{k}"
+        out.append((fld, f"each scoring actor asks for {', '.join(f'{_fmt(v)} {n}' for n, v in actor.items() if v > 0)}; "
+                         f"no node of the cluster offers that {gone} (cluster: {has})"))
+    return out
