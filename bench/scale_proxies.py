@@ -133,9 +133,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scale-proxies-") as d:
         tmp = Path(d)
         base = Path(ensure_base_model(Layout(tmp / "store"), str(real_model_dir()), None, None, 0))
-        config = json.loads((base / "config.json").read_text())
-        if config.pop("quantization_config", None):  # the fixture's folder still names the GGUF it came from:
-            (base / "config.json").write_text(json.dumps(config))  # its weights are plain bf16, saveable
         params = describe(str(base), None)[0]
         enc = ChatEncoder(base_tokenizer(base))
         records = items(tmp, 200)
