@@ -13,7 +13,7 @@ from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.data import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
                                      write_cell_tokens)
 from growthpace.platform.footprint import checkpoint_footprint
-from growthpace.platform.models import ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
+from growthpace.platform.models import PRESETS, ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
