@@ -44,3 +44,13 @@ def test_epoch_order_is_seeded_per_epoch_and_pads_with_its_own_items():
 def test_micro_batches_reject_a_partial_global_batch():
     with pytest.raises(ValueError, match="global batches"):
         rank_micro_batches(list(range(10)), 2, 2, 2, 0)
+
+
+def test_schedule_over_the_planned_steps_ends_at_end_lr():
+    """doit's 7b 10-item cell: 25 epochs x 1 step; the old schedule stopped at 5.7e-6 instead of 1e-6."""
+    from growthpace.platform.train import lr_lambda
+
+    steps = optimizer_steps(10, 25, global_batch(8, 4, 2))
+    f = lr_lambda(steps, 1e-5, 1e-6)
+    assert f(0) == 1.0 and 1e-5 * f(steps) == pytest.approx(1e-6, rel=1e-12)
+    assert 1e-5 * f(12) > 5e-6  # after 12 of the 25 steps: still half way
