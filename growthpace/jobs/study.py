@@ -10,9 +10,10 @@ from rich.progress import track
 from growthpace.platform.batching import global_batch, optimizer_steps
 from growthpace.platform.cells import Cell, expand
 from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.data import Dataset, ensure_generated, load_dataset, write_cell_data
+from growthpace.platform.data import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
+                                     write_cell_tokens)
 from growthpace.platform.footprint import checkpoint_footprint
-from growthpace.platform.models import ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
+from growthpace.platform.models import PRESETS, ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
@@ -136,8 +137,10 @@ def materialise(study: Study) -> dict[str, Path]:
         m.name: ensure_base_model(layout, m.name, study.tokenizer, study.tokenizer_key, spec.seed)
         for m in spec.models
     }
+    tokenizers = {m.name: study.tokenizer if m.name in PRESETS else base_tokenizer(bases[m.name]) for m in spec.models}
     for cell in track(study.cells, description="cell data", transient=True):
         write_cell_data(layout, cell, study.dataset)
+        write_cell_tokens(layout, cell, tokenizers[cell.model])
     return bases
 
 

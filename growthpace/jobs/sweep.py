@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from growthpace.platform.cells import Cell
+from growthpace.platform.spec import TrainingSpec
 from growthpace.platform.storage import Layout, StoragePath, stable_hash, write_json
 
 
@@ -24,7 +25,7 @@ def _cell_trial(param: dict[str, Any]) -> None:
     from ray import tune
 
     from growthpace.jobs.placement import scaling_config
-    from growthpace.platform.train import train_cell
+    from growthpace.platform.train import drop_resume_state_at, train_cell
 
     config = param["trial"]
     cell = Cell.from_dict(config["cell"])
@@ -59,19 +60,28 @@ def _cell_trial(param: dict[str, Any]) -> None:
         "cell_id": cell.cell_id, "checkpoints": checkpoints, "wall_s": wall_s,
         "gpus": cell.workers * cell.gpus_per_worker, "cpus": cell.driver_cpus + cell.workers * cell.cpus_per_worker,
     })
+    if not config["train"].get("keep_resume_state"):  # finished: only a rerun of the same epochs could use it
+        for ck, _ in result.best_checkpoints:
+            drop_resume_state_at(ck.filesystem, ck.path)
     # One report from this thread when the cell is done. Ray's TuneReportCallback forwards every epoch
     # through an inter-actor queue instead, and its last report can race the trial's return: seen here
     # as a trial stuck forever in Queue.put (ray/train/_internal/session.py) after training finished.
     tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1]["train_loss"]})
 
 
-def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None) -> dict:
+def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None,
+                 training: TrainingSpec | None = None) -> dict:
+    """The train function's config: the cell's settings plus how this run handles checkpoints (settings
+    that are not part of the cell's result, so not of its id)."""
+    training = training or TrainingSpec()
     return {
         **cell.training,
+        "keep_resume_state": training.keep_resume_state,
+        "checkpoint_write": training.checkpoint_write,
         "epochs": cell.epochs,
         "seed": cell.seed,
         "base_model": str(base_model),
-        "data": str(layout.cell_data(cell.cell_id)),
+        "tokens": str(layout.cell_tokens(cell.cell_id)),
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }

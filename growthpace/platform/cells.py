@@ -13,7 +13,7 @@ from growthpace.platform.allocation import Allocation, AllocationError, Pool, ev
 from growthpace.platform.spec import Spec, SpecError
 from growthpace.platform.storage import stable_hash
 
-_NOT_RESULT_FIELDS = {"max_concurrent_trials"}
+_NOT_RESULT_FIELDS = {"max_concurrent_trials", "keep_resume_state", "checkpoint_write"}
 
 
 @dataclass(frozen=True)

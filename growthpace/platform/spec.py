@@ -250,6 +250,15 @@ class TrainingSpec(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     zero_stage: ZeroStage = 2
     gradient_checkpointing: Bool = False
+    packing: Bool = Field(True, description="pack each micro-batch's items into one row (no padding; attention "
+                          "kept inside each item); false = pad to the longest item")
+    keep_resume_state: Bool = Field(False, description="keep the newest epoch's DeepSpeed state (optimizer etc., "
+                                    "about 12-14 bytes/param) after a cell is finished; older epochs never keep it")
+    checkpoint_write: Literal["auto", "in_place", "async"] = Field(
+        "auto", description="how epoch checkpoints reach storage: 'in_place' = every rank writes straight into the "
+        "run's folder on the shared filesystem (one write, training waits for it); 'async' = write to local disk, "
+        "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
+        "an object store (docs/cluster.md)")
     max_concurrent_trials: Int = Field(2, ge=1)
 
     def epochs_for(self, volume: int | None) -> int:
@@ -364,6 +373,11 @@ class Spec(_Strict):
                 f"tracking.uri: required when storage is an object store ({self.storage}): the default MLflow "
                 "store is a sqlite file under storage, which an object store cannot hold; set the team's MLflow "
                 "server (http://...) or a sqlite:/// file on a disk every process of the study sees"
+            )
+        if "://" in self.storage and self.training.checkpoint_write == "in_place":
+            raise ValueError(
+                f"training.checkpoint_write: 'in_place' needs storage on a filesystem; with storage {self.storage} "
+                "use 'async' or 'auto'"
             )
         if "://" in self.storage and self.evaluation.vllm_pipeline == "processor":
             raise ValueError(
