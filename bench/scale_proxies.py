@@ -54,6 +54,7 @@ def train_one_cell(tmp: Path, base: Path, tokens: Path) -> tuple[dict, list[dict
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from growthpace.platform.storage import Layout
     from growthpace.platform.train import train_cell
 
     env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
@@ -75,7 +76,7 @@ def train_one_cell(tmp: Path, base: Path, tokens: Path) -> tuple[dict, list[dict
     result = trainer.fit()
     ray.shutdown()
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in range(WORKERS)]
-    by_epoch = {json.loads((Path(ck.path) / "epoch.json").read_text())["epoch"]: Path(ck.path)
+    by_epoch = {json.loads((Path(ck.path) / Layout.CHECKPOINT_EPOCH).read_text())["epoch"]: Path(ck.path)
                 for ck, _ in result.best_checkpoints}
     return by_epoch, ranks, tmp / "train" / "cell"
 
