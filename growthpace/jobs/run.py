@@ -112,7 +112,19 @@ def run_study(spec: Spec) -> str:
         except Exception as e:  # noqa: BLE001 - the study itself succeeded
             console.print(f"[yellow]warning:[/] MLflow still unavailable ({e}); run `growthpace sync` later")
     console.print(f"study {spec.name}: done in {time.time() - t0:.0f}s")
+    _closing_summary(spec, study, index)
     return index
+
+
+def _closing_summary(spec: Spec, study: Study, index: str) -> None:
+    """The few lines a researcher reads last: where the report is, its headline findings, how to open MLflow."""
+    from growthpace.platform.page import console_lines
+    from growthpace.platform.storage import read_json
+
+    summary = study.layout.report / "summary.json"
+    if summary.exists():
+        for line in console_lines(read_json(summary), index, spec.tracking_uri):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)  # the terminal wraps, not rich
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace run`
