@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-from rich.console import Console
-from rich.progress import Progress
 
 from growthpace.evaluators.results import (
     ROW_COLUMNS,
@@ -40,12 +38,12 @@ from growthpace.evaluators.results import (
     stored_key,
     store,
 )
+from growthpace.jobs.progress import active, console, scoring_progress
 from growthpace.platform.cells import Cell
 from growthpace.platform.checkpoints import checkpoint_list, model_dir, remove_weights
 from growthpace.platform.selection import best_valid_epoch
 from growthpace.platform.storage import Layout, as_location, localize
 
-console = Console(stderr=True)
 
 
 class CheckpointScorer:
@@ -118,15 +116,14 @@ def score_pending(
         num_gpus=num_gpus,
         **(remote_args or {}),
     )
-    with Progress(transient=True, console=console) as progress:
-        task = progress.add_task(f"scoring checkpoints ({backend})", total=len(todo))
+    with scoring_progress(len(todo), f"scoring checkpoints ({backend})") as progress:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             frame = pl.from_pandas(batch)
             for (cell_id, epoch, key), part in frame.group_by(["cell_id", "epoch", "key"], maintain_order=True):
                 scores = store(layout, cell_id, epoch, key, part)
                 if on_scored:
                     on_scored(cell_id, epoch, scores)
-                progress.advance(task)
+                progress.advance()
 
 
 def score_with_processor(
@@ -161,8 +158,8 @@ def score_with_processor(
                                   gpus=num_gpus, remote_args=remote_args)
         return predict(engine, flat, limits)
 
-    with Progress(transient=True, console=console) as progress, ThreadPoolExecutor(max(1, concurrency)) as pool:
-        task = progress.add_task("scoring checkpoints (vllm, ray.data.llm processor)", total=len(todo))
+    with (scoring_progress(len(todo), "scoring checkpoints (vllm, ray.data.llm processor)") as progress,
+          ThreadPoolExecutor(max(1, concurrency)) as pool):
         futures = {pool.submit(one, ck): ck for ck in todo}
         for done in as_completed(futures):
             ck = futures[done]
@@ -170,7 +167,7 @@ def score_with_processor(
             scores = store(layout, ck["cell_id"], ck["epoch"], ck["key"], part)
             if on_scored:
                 on_scored(ck["cell_id"], ck["epoch"], scores)
-            progress.advance(task)
+            progress.advance()
 
 
 def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | None) -> list[str]:
@@ -223,6 +220,8 @@ class Scoring:
 
         ev, layout = self.spec.evaluation, self.study.layout
         found = pending(self.study.cells, layout, self.set_hash)
+        if active() is not None:
+            active().scored_before(found.done)
         score_pending(found, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
                       concurrency=ev.concurrency, limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor,
                       on_scored=self._log, pipeline=self.pipeline, remote_args=scoring_remote_args(ev))
@@ -255,16 +254,21 @@ def run_evaluate(spec, study=None) -> pl.DataFrame:
     from growthpace.jobs.cluster import connect
     from growthpace.jobs.study import prepare
 
-    study = study or prepare(spec, write=True, ray=("scoring",))
-    connect(spec)
-    t0 = time.time()
-    scoring = Scoring(spec, study)
-    scoring.once()
-    console.print(
-        f"evaluate: scored {scoring.scored} checkpoint(s), skipped {scoring.skipped} already scored, "
-        f"{time.time() - t0:.0f}s"
-    )
-    return collect_scores(study.cells, study.layout)
+    from growthpace.jobs.progress import view_for
+
+    with view_for(spec) as view:
+        study = study or prepare(spec, write=True, ray=("scoring",))
+        view.set_totals(len(study.cells), sum(c.epochs for c in study.cells))
+        connect(spec)
+        t0 = time.time()
+        view.enter_stage("score")
+        scoring = Scoring(spec, study)
+        scoring.once()
+        console.print(
+            f"evaluate: scored {scoring.scored} checkpoint(s), skipped {scoring.skipped} already scored, "
+            f"{time.time() - t0:.0f}s"
+        )
+        return collect_scores(study.cells, study.layout)
 
 
 def run_rescore(spec) -> int:

@@ -5,24 +5,27 @@ from __future__ import annotations
 import threading
 import time
 
-from rich.console import Console
-
 from growthpace.jobs.cluster import connect
 from growthpace.jobs.evaluate import Scoring, run_evaluate, run_rescore  # noqa: F401 - the study's steps
 from growthpace.jobs.report import log_analysis, write_report
 from growthpace.jobs.placement import longest_first
+from growthpace.jobs.progress import active, console, view_for
 from growthpace.jobs.study import Study, materialise, model_params, prepare, tracker_for
 from growthpace.jobs.sweep import sweep, train_config
 from growthpace.platform.spec import Spec
 from growthpace.platform.tracking import StudyTracker, preflight
 
-console = Console(stderr=True)
-
 
 def run_sweep(spec: Spec, beside=None) -> Study:
     """Train every unfinished cell; ``beside(study)`` runs in a thread meanwhile (streaming scoring)."""
+    with view_for(spec) as view:
+        return _sweep(spec, beside, view)
+
+
+def _sweep(spec: Spec, beside, view) -> Study:
     preflight(spec.tracking_uri)
     study = prepare(spec, write=True, ray=("training", "scoring") if beside else ("training",))
+    view.set_totals(len(study.cells), sum(c.epochs for c in study.cells))
     bases = materialise(study)
     _, _, run_ids = tracker_for(study)
     connect(spec)
@@ -36,6 +39,7 @@ def run_sweep(spec: Spec, beside=None) -> Study:
         thread = threading.Thread(target=beside, args=(study, done, errors), name="scoring", daemon=True)
         thread.start()
     t0 = time.time()
+    view.enter_stage("train + score" if beside is not None else "train")
     try:
         order = longest_first(study.cells, model_params(study))
         trained = sweep(order, configs, layout, spec.training.max_concurrent_trials)
@@ -56,6 +60,8 @@ def run_report(spec: Spec) -> str:
     from growthpace.platform.storage import Layout, localize, read_json, read_parquet
 
     layout = Layout(spec.storage_path)
+    if active() is not None:
+        active().enter_stage("report")
     if not layout.scores.exists():
         raise FileNotFoundError(f"{layout.scores}: no scores yet; run `growthpace evaluate` first")
     parent = read_json(layout.tracking)["parent_run_id"] if layout.tracking.exists() else None  # read before writing
@@ -97,6 +103,11 @@ def run_sync(spec: Spec, study: Study | None = None) -> int:
 
 
 def run_study(spec: Spec) -> str:
+    with view_for(spec):
+        return _study(spec)
+
+
+def _study(spec: Spec) -> str:
     t0 = time.time()
     beside = None
     if spec.evaluation.streaming:

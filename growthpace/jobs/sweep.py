@@ -97,7 +97,14 @@ def sweep(
     (jobs/placement.py longest_first); return those it trained."""
     from ray import tune
 
+    from growthpace.jobs.progress import active
+    from growthpace.jobs.tune_progress import CellProgress
+
     pending = [c for c in cells if not layout.cell_checkpoints(c.cell_id).exists()]
+    view = active()
+    if view is not None:
+        view.labels.update({c.cell_id: c.label for c in cells})
+        view.cells_skipped(len(cells) - len(pending))
     if not pending:
         return []
     trials = [{"cell": c.to_dict(), "train": configs[c.cell_id], "storage": str(layout.root)} for c in pending]
@@ -111,7 +118,8 @@ def sweep(
             trainable,
             param_space={"trial": tune.grid_search(trials)},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
-            run_config=tune.RunConfig(name=name, storage_path=str(layout.tune), verbose=1),
+            # verbose=0: no trial tables; the study's own view (jobs/progress.py) shows each cell.
+            run_config=tune.RunConfig(name=name, storage_path=str(layout.tune), verbose=0, callbacks=[CellProgress()]),
         )
     results = tuner.fit()
     failed = [

@@ -1,0 +1,216 @@
+"""The study's console: one progress view, and everything the libraries print sent to a log file.
+
+Ray (Tune's trial tables, Train's controller, Data, the core worker's C++ warnings), DeepSpeed, MLflow and
+transformers all write to this process's stdout/stderr, some from C++ where no Python setting reaches. So,
+while a study runs, file descriptors 1 and 2 point at ``<storage>/logs/ray.log`` and only ``console``
+(a duplicate of the terminal's stderr) reaches the person: the stage, cells trained n/N with elapsed
+time and ETA, checkpoints scored n/M, failures with their full error. On a terminal that is a live rich
+view; elsewhere (CI, `ray job submit` logs) one plain line per event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+# Every growthpace message goes through this console; StudyView points it at the terminal it saved.
+console = Console(stderr=True)
+
+_active: StudyView | None = None
+
+
+def active() -> StudyView | None:
+    return _active
+
+
+def log_path(layout, name: str) -> Path:
+    """Where a study's library output goes: under its storage, or a local folder for object-store storage."""
+    if layout.remote:
+        return Path(tempfile.gettempdir()) / "growthpace" / name / "logs" / "ray.log"
+    return Path(layout.root) / "logs" / "ray.log"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class StudyView:
+    """Counts what the study did and shows it; ``with StudyView(...)`` owns the process's stdout/stderr."""
+
+    def __init__(self, log: Path, cells: int = 0, checkpoints: int = 0):
+        self.log = log
+        self.cells, self.checkpoints = cells, checkpoints
+        self.trained = self.skipped = self.scored = self.failures = 0
+        self.stage = "prepare"
+        self.started = time.monotonic()
+        self.train_started: float | None = None
+        self._lock = threading.Lock()
+        self._live = None
+        self._saved: list[int] = []
+        self._last_scored_line = 0.0
+        self.labels: dict[str, str] = {}  # cell_id -> the label a person reads
+
+    # -- counting -------------------------------------------------------------------------------------
+    def set_totals(self, cells: int, checkpoints: int) -> None:
+        self.cells, self.checkpoints = cells, checkpoints
+        self._refresh()
+
+    def enter_stage(self, stage: str) -> None:
+        with self._lock:
+            self.stage = stage
+            if stage == "train" and self.train_started is None:
+                self.train_started = time.monotonic()
+        self._event(f"stage: {stage}")
+
+    def cells_skipped(self, n: int) -> None:
+        self.skipped = n
+        if n:
+            self._event(f"cells: {n} already trained, skipped")
+
+    def cell_trained(self, label: str) -> None:
+        with self._lock:
+            self.trained += 1
+        self._event(f"trained {label}: {self.cells_line()}")
+
+    def cell_failed(self, label: str, error: str) -> None:
+        with self._lock:
+            self.failures += 1
+        self.note(f"[bold red]cell {label} failed[/] (full log: {self.log}):", markup=True)
+        self.note(error.rstrip())
+
+    def checkpoint_scored(self) -> None:
+        with self._lock:
+            self.scored += 1
+            now = time.monotonic()
+            quiet = now - self._last_scored_line < 15 and self.scored < self.checkpoints
+            if not quiet:
+                self._last_scored_line = now
+        if not quiet:
+            self._event(f"scored {self.scored}/{self.checkpoints} checkpoints")
+        else:
+            self._refresh()
+
+    def scored_before(self, n: int) -> None:
+        with self._lock:
+            self.scored = max(self.scored, n)
+        self._refresh()
+
+    def cells_line(self) -> str:
+        done = self.trained + self.skipped
+        text = f"{done}/{self.cells} cells trained"
+        if self.train_started is not None:
+            elapsed = time.monotonic() - self.train_started
+            text += f", {_clock(elapsed)} elapsed"
+            left = self.cells - done
+            if self.trained and left > 0:
+                text += f", ETA {_clock(elapsed / self.trained * left)}"
+        return text
+
+    def status(self) -> str:
+        parts = [f"[{self.stage}]", self.cells_line(), f"{self.scored}/{self.checkpoints} checkpoints scored"]
+        if self.failures:
+            parts.append(f"{self.failures} failed")
+        return "  ".join(parts)
+
+    # -- showing --------------------------------------------------------------------------------------
+    def note(self, text: str, markup: bool = False) -> None:
+        """A line that stays (above the live view on a terminal)."""
+        console.print(text, markup=markup, highlight=False, soft_wrap=True)
+
+    def _event(self, text: str) -> None:
+        if self._live is not None:
+            self._refresh()
+        else:  # not a terminal: one plain line per event
+            self.note(f"{_clock(time.monotonic() - self.started):>6} {text}")
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text(self.status()))
+
+    def __enter__(self) -> StudyView:
+        global _active
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        self._saved = [os.dup(1), terminal]
+        fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        self._stream = os.fdopen(os.dup(terminal), "w", buffering=1, encoding="utf-8", errors="replace")
+        console.file = self._stream
+        _active = self
+        self.note(f"Ray, DeepSpeed and MLflow output: {self.log}")
+        if console.is_terminal:
+            from rich.live import Live
+
+            # Not redirecting sys.stdout/stderr: what libraries print belongs in the log file.
+            self._live = Live(console=console, refresh_per_second=2, transient=True,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+            self._refresh()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _active
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+            self.note(self.status())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        for fd in self._saved:
+            os.close(fd)
+        console.file = None  # back to sys.stderr
+        self._stream.close()
+        _active = None
+        if exc[0] is not None and not issubclass(exc[0], (KeyboardInterrupt, SystemExit)):
+            console.print(f"Ray, DeepSpeed and MLflow output of this run: {self.log}", highlight=False, soft_wrap=True)
+
+
+def view_for(spec):
+    """The view of a study run by this spec (``study_view`` at its log path)."""
+    from growthpace.platform.storage import Layout
+
+    return study_view(log_path(Layout(spec.storage_path), spec.name))
+
+
+@contextlib.contextmanager
+def study_view(log: Path, cells: int = 0, checkpoints: int = 0):
+    """The active view, or a new one for the duration (a step run alone: `growthpace sweep`, `evaluate`)."""
+    if _active is not None:
+        yield _active
+        return
+    with StudyView(log, cells, checkpoints) as view:
+        yield view
+
+
+class _Bar:
+    def __init__(self, advance):
+        self.advance = advance
+
+
+@contextlib.contextmanager
+def scoring_progress(total: int, label: str):
+    """Advance once per scored checkpoint: the active view's count, else a transient bar of its own."""
+    if _active is not None:
+        yield _Bar(_active.checkpoint_scored)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=console) as progress:
+        task = progress.add_task(label, total=total)
+        yield _Bar(lambda: progress.advance(task))

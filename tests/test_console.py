@@ -1,0 +1,52 @@
+"""`growthpace run` in a subprocess on a 2-cell study: a console a person can read.
+
+The console holds the progress view and the closing summary, never Tune's trial tables; what Ray and the
+other libraries print lands in <storage>/logs/ray.log; a cell that fails shows its error on the console.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_integration import _spec
+
+pytestmark = pytest.mark.integration
+
+
+def _run(spec_path, ray_cluster, cwd):
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    cmd = [sys.executable, "-m", "growthpace", "run", str(spec_path)]
+    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                          timeout=900)
+    return done.returncode, done.stdout
+
+
+def test_run_console_is_short_and_ray_output_goes_to_the_log(ray_cluster, small_data, tmp_path):
+    spec = _spec(tmp_path, small_data, volumes=[10, 30], tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    rc, out = _run(tmp_path / "spec.yaml", ray_cluster, tmp_path)
+    assert rc == 0, out[-3000:]
+    lines = out.splitlines()
+    cells = 2
+    assert len(lines) <= 20 + 2 * cells, out
+    for table in ("Trial status", "Trial name", "╭", "│", "tensorboard", "core_worker"):
+        assert table not in out, out
+    log = Path(str(spec.storage_path)) / "logs" / "ray.log"
+    assert str(log) in out  # said once, at the start
+    assert log.stat().st_size > 0
+    assert "2/2 cells trained" in out and "scored 4/4 checkpoints" in out
+    assert "report:" in out and "MLflow UI:" in out
+
+
+def test_failed_cell_shows_its_error_on_the_console(ray_cluster, small_data, tmp_path):
+    # A real failure inside the Ray Train worker: the worker reads its thread count from this variable.
+    _spec(tmp_path, small_data, volumes=[10], tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+          ray={"env_vars": {"GROWTHPACE_TORCH_THREADS": "not-a-number"}}, training={"max_concurrent_trials": 1})
+    rc, out = _run(tmp_path / "spec.yaml", ray_cluster, tmp_path)
+    assert rc != 0
+    assert "failed" in out and "Traceback" in out, out
+    assert "invalid literal for int() with base 10: 'not-a-number'" in out, out
+    assert "logs/ray.log" in out
+    assert len(out.splitlines()) < 400, out[-3000:]
