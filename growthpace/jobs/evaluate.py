@@ -203,10 +203,11 @@ class Scoring:
         self.set_hash = eval_set_hash(self.sets, spec.evaluation.max_new_tokens)
         largest = max(describe(m.name, study.tokenizer)[0] for m in spec.models)
         self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=spec.evaluation.gpus_per_actor > 0)
-        console.print(f"evaluate: backend {self.backend} ({why})")
+        say = active().note_once if active() is not None else console.print
+        say(f"evaluate: backend {self.backend} ({why})")
         self.pipeline, why = resolve_pipeline(spec.evaluation.vllm_pipeline, spec.evaluation.gpus_per_actor, self.backend,
                                              remote_storage=study.layout.remote)
-        console.print(f"evaluate: pipeline {self.pipeline} ({why})")
+        say(f"evaluate: pipeline {self.pipeline} ({why})")
         self.scored = self.skipped = 0
         self.finished: set[str] = set()
 

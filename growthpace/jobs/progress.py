@@ -57,6 +57,7 @@ class StudyView:
         self._saved: list[int] = []
         self._last_scored_line = 0.0
         self.labels: dict[str, str] = {}  # cell_id -> the label a person reads
+        self._said: set[str] = set()
 
     # -- counting -------------------------------------------------------------------------------------
     def set_totals(self, cells: int, checkpoints: int) -> None:
@@ -90,7 +91,7 @@ class StudyView:
         with self._lock:
             self.scored += 1
             now = time.monotonic()
-            quiet = now - self._last_scored_line < 15 and self.scored < self.checkpoints
+            quiet = now - self._last_scored_line < 30 and self.scored < self.checkpoints
             if not quiet:
                 self._last_scored_line = now
         if not quiet:
@@ -125,6 +126,12 @@ class StudyView:
         """A line that stays (above the live view on a terminal)."""
         console.print(text, markup=markup, highlight=False, soft_wrap=True)
 
+    def note_once(self, text: str) -> None:
+        """A line said once per run (the scoring backend chosen, when scoring runs twice)."""
+        if text not in self._said:
+            self._said.add(text)
+            self.note(text)
+
     def _event(self, text: str) -> None:
         if self._live is not None:
             self._refresh()
@@ -150,6 +157,7 @@ class StudyView:
         os.close(fd)
         self._stream = os.fdopen(os.dup(terminal), "w", buffering=1, encoding="utf-8", errors="replace")
         console.file = self._stream
+        console.soft_wrap = True  # a long path stays one line; the terminal wraps it, not rich
         _active = self
         self.note(f"Ray, DeepSpeed and MLflow output: {self.log}")
         if console.is_terminal:
@@ -175,6 +183,7 @@ class StudyView:
         for fd in self._saved:
             os.close(fd)
         console.file = None  # back to sys.stderr
+        console.soft_wrap = False
         self._stream.close()
         _active = None
         if exc[0] is not None and not issubclass(exc[0], (KeyboardInterrupt, SystemExit)):
