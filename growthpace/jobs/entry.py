@@ -38,8 +38,14 @@ def _path_error(e: OSError) -> str:
 
 def guard(fn: Callable[[], Any]) -> Any:
     """``fn()``; bad input is printed as one error and ends the process with exit code 2."""
+    from growthpace.jobs.sweep import SweepError
+
     try:
         return fn()
+    except SweepError as e:  # each failed cell's error and traceback were shown as it failed
+        err.print("[bold red]error:[/] ", end="", markup=True, highlight=False)
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
     except (*input_errors(), OSError) as e:
         if isinstance(e, OSError) and e.filename is not None:  # the OS naming a path the user gave
             message = _path_error(e)

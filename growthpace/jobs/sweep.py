@@ -69,6 +69,11 @@ def _cell_trial(param: dict[str, Any]) -> None:
     tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1]["train_loss"]})
 
 
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
+
+
 def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None,
                  training: TrainingSpec | None = None) -> dict:
     """The train function's config: the cell's settings plus how this run handles checkpoints (settings
@@ -126,7 +131,8 @@ def sweep(
         c.label for c in pending if not layout.cell_checkpoints(c.cell_id).exists()
     ]
     if failed:
-        errors = "; ".join(str(r.error).splitlines()[0] for r in results if r.error)[:2000]
+        # The exception's own line ends Ray's error text; the whole text was shown as each trial failed.
+        errors = "; ".join(_last_line(str(r.error)) for r in results if r.error)[:2000]
         raise SweepError(f"{len(failed)} cell(s) did not finish: {', '.join(failed)}. {errors}")
     return pending
 

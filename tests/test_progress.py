@@ -1,0 +1,45 @@
+"""jobs/progress.py alone: what reaches the person and what goes to the log file."""
+
+import os
+import sys
+
+from growthpace.jobs.progress import StudyView, _clock, active, study_view
+
+
+def test_library_output_goes_to_the_log_and_events_to_the_console(tmp_path, capfd):
+    log = tmp_path / "logs" / "ray.log"
+    with study_view(log, cells=2, checkpoints=4) as view:
+        assert active() is view
+        with study_view(log) as inner:  # a step inside `run` shares the run's view
+            assert inner is view
+        os.write(2, b"core_worker.cc:2465: C++ noise\n")
+        os.write(1, b"Trial status: 2 PENDING\n")  # pytest swaps sys.stdout/stderr: write to the descriptors
+        print("python warning", file=sys.__stderr__, flush=True)
+        view.enter_stage("train")
+        view.labels["c1"] = "nano/curated-10/s0"
+        view.cell_trained(view.labels["c1"])
+        view.cell_failed("nano/curated-30/s0", "Traceback (most recent call last):\nValueError: bad")
+        view.checkpoint_scored()
+    assert active() is None
+    out, err = capfd.readouterr()
+    assert "noise" not in err + out and "Trial status" not in err + out and "python warning" not in err
+    text = log.read_text()
+    assert "C++ noise" in text and "Trial status: 2 PENDING" in text and "python warning" in text
+    assert f"output: {log}" in err
+    assert "trained nano/curated-10/s0: 1/2 cells trained" in err
+    assert "cell nano/curated-30/s0 failed" in err and "ValueError: bad" in err
+    assert "scored 1/4 checkpoints" in err
+    os.write(2, b"after the view\n")  # the descriptors are back
+    assert "after the view" in capfd.readouterr().err
+
+
+def test_status_line_counts_skipped_cells_and_gives_an_eta(tmp_path):
+    view = StudyView(tmp_path / "ray.log", cells=4, checkpoints=12)
+    view.skipped = 1
+    view.train_started = 0.0  # long ago: the ETA scales the time per trained cell by the cells left
+    view.trained = 1
+    line = view.status()
+    assert "2/4 cells trained" in line and "ETA" in line and "0/12 checkpoints scored" in line
+    view.failures = 1
+    assert "1 failed" in view.status()
+    assert _clock(59) == "59s" and _clock(61) == "1m01s"
