@@ -15,9 +15,10 @@ def test_library_output_goes_to_the_log_and_events_to_the_console(tmp_path, capf
         os.write(2, b"core_worker.cc:2465: C++ noise\n")
         os.write(1, b"Trial status: 2 PENDING\n")  # pytest swaps sys.stdout/stderr: write to the descriptors
         print("python warning", file=sys.__stderr__, flush=True)
-        view.enter_stage("train")
+        view.enter_stage("train + score")
         view.labels["c1"] = "nano/curated-10/s0"
         view.cell_trained(view.labels["c1"])
+        assert view.train_started is not None and "elapsed, ETA" in view.cells_line()
         view.cell_failed("nano/curated-30/s0", "Traceback (most recent call last):\nValueError: bad")
         view.checkpoint_scored()
     assert active() is None

@@ -52,6 +52,7 @@ class StudyView:
         self.stage = "prepare"
         self.started = time.monotonic()
         self.train_started: float | None = None
+        self.train_ended: float | None = None  # the last cell's end: the elapsed time stops there
         self._lock = threading.Lock()
         self._live = None
         self._saved: list[int] = []
@@ -67,7 +68,7 @@ class StudyView:
     def enter_stage(self, stage: str) -> None:
         with self._lock:
             self.stage = stage
-            if stage == "train" and self.train_started is None:
+            if stage.startswith("train") and self.train_started is None:
                 self.train_started = time.monotonic()
         self._event(f"stage: {stage}")
 
@@ -79,6 +80,8 @@ class StudyView:
     def cell_trained(self, label: str) -> None:
         with self._lock:
             self.trained += 1
+            if self.trained + self.skipped >= self.cells:
+                self.train_ended = time.monotonic()
         self._event(f"trained {label}: {self.cells_line()}")
 
     def cell_failed(self, label: str, error: str) -> None:
@@ -108,7 +111,7 @@ class StudyView:
         done = self.trained + self.skipped
         text = f"{done}/{self.cells} cells trained"
         if self.train_started is not None:
-            elapsed = time.monotonic() - self.train_started
+            elapsed = (self.train_ended or time.monotonic()) - self.train_started
             text += f", {_clock(elapsed)} elapsed"
             left = self.cells - done
             if self.trained and left > 0:
