@@ -44,3 +44,14 @@ def test_status_line_counts_skipped_cells_and_gives_an_eta(tmp_path):
     view.failures = 1
     assert "1 failed" in view.status()
     assert _clock(59) == "59s" and _clock(61) == "1m01s"
+
+
+def test_live_view_on_a_terminal_draws_both_counts(tmp_path):
+    from rich.console import Console
+
+    view = StudyView(tmp_path / "ray.log", cells=4, checkpoints=12)
+    view.stage, view.trained, view.scored, view.failures = "train", 2, 5, 1
+    term = Console(width=120, record=True, force_terminal=True)
+    term.print(view._render())
+    text = term.export_text()
+    assert "[train]" in text and "2/4 cells trained" in text and "5/12 checkpoints scored" in text and "1 failed" in text

@@ -143,9 +143,24 @@ class StudyView:
 
     def _refresh(self) -> None:
         if self._live is not None:
-            from rich.text import Text
+            self._live.refresh()
 
-            self._live.update(Text(self.status()))
+    def _render(self):
+        """The live view on a terminal: redrawn twice a second, so the clock runs between events."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 1))
+        if not self.cells:
+            grid.add_row(Text(f"[{self.stage}]", style="bold"), Text("reading the spec, the data and the models"))
+            return grid
+        cells = ProgressBar(total=self.cells, completed=self.trained + self.skipped, width=20)
+        scored = ProgressBar(total=max(1, self.checkpoints), completed=self.scored, width=20)
+        failed = Text(f"{self.failures} failed", style="bold red") if self.failures else Text("")
+        grid.add_row(Text(f"[{self.stage}]", style="bold"), cells, Text(self.cells_line()))
+        grid.add_row(Text(""), scored, Text(f"{self.scored}/{self.checkpoints} checkpoints scored"), failed)
+        return grid
 
     def __enter__(self) -> StudyView:
         global _active
@@ -167,7 +182,7 @@ class StudyView:
             from rich.live import Live
 
             # Not redirecting sys.stdout/stderr: what libraries print belongs in the log file.
-            self._live = Live(console=console, refresh_per_second=2, transient=True,
+            self._live = Live(console=console, refresh_per_second=2, transient=True, get_renderable=self._render,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
             self._refresh()
