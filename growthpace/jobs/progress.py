@@ -188,12 +188,16 @@ class StudyView:
             self._refresh()
         return self
 
-    def __exit__(self, *exc) -> None:
-        global _active
+    def finish(self) -> None:
+        """Stop the live view, leaving its last state as one line (before the closing summary)."""
         if self._live is not None:
             self._live.stop()
             self._live = None
             self.note(self.status())
+
+    def __exit__(self, *exc) -> None:
+        global _active
+        self.finish()
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(self._saved[0], 1)

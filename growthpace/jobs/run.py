@@ -122,6 +122,7 @@ def _study(spec: Spec) -> str:
             run_sync(spec, study)
         except Exception as e:  # noqa: BLE001 - the study itself succeeded
             console.print(f"[yellow]warning:[/] MLflow still unavailable ({e}); run `growthpace sync` later")
+    active().finish()
     console.print(f"study {spec.name}: done in {time.time() - t0:.0f}s")
     _closing_summary(spec, study, index)
     return index
