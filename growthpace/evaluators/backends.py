@@ -81,6 +81,24 @@ def load(name: str, model_dir: str | Path, batch_size: int, max_length: int = 10
     return TransformersBackend(model_dir, batch_size=batch_size, max_length=max_length)
 
 
+def warm(engine: Backend | None, name: str, model_dir: str | Path, batch_size: int, max_length: int = 1024,
+         say=print) -> Backend:
+    """An engine holding ``model_dir``: the warm ``engine`` with the checkpoint's weights swapped in
+    where it can take them (vllm, same signature), else a fresh one; a swap that fails says why."""
+    swap = getattr(engine, "swap", None)
+    if engine is not None and swap is not None and engine.max_length == max_length:
+        try:
+            swap(model_dir)
+            return engine
+        except ValueError as e:  # another shape, dtype or tokenizer: expected between model sizes
+            say(f"warm engine: {model_dir}: a fresh engine, {e}")
+        except Exception as e:  # noqa: BLE001  a broken swap must not lose the checkpoint's scores
+            say(f"warm engine: {model_dir}: the in-place swap failed ({type(e).__name__}: {e}); a fresh engine")
+    if engine is not None:
+        engine.close()
+    return load(name, model_dir, batch_size, max_length)
+
+
 PIPELINES = ("auto", "processor", "actor")
 
 

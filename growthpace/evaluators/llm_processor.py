@@ -24,7 +24,7 @@ from typing import Sequence
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan, predict
 from growthpace.evaluators.scoring import Prediction
-from growthpace.evaluators.vllm_backend import ENGINE_ENV, engine_args, sampling
+from growthpace.evaluators.vllm_backend import checkpoint_dtype, engine_args, engine_env, sampling
 from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.records import Record
 
@@ -92,7 +92,7 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
     """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster)."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    engine = engine_args(max_length, gpus > 0)
+    engine = engine_args(max_length, gpus > 0, checkpoint_dtype(model_dir))
     if gpus > 0:
         tp = int(gpus) if gpus >= 1 else 1
         if tp > 1:
@@ -109,7 +109,7 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         concurrency=1,  # one engine per checkpoint
         placement_group_config={"bundles": bundles},
         # ray.data.llm's async engine always runs its core in a subprocess: no in-process switch here
-        runtime_env={"env_vars": {**ENGINE_ENV, "OMP_NUM_THREADS": "1"}},
+        runtime_env={"env_vars": {**engine_env(gpus > 0), "OMP_NUM_THREADS": "1"}},
         chat_template_stage=False,  # rows carry ChatEncoder token ids: no template,
         tokenize_stage=False,  # no tokenizer stage,
         detokenize_stage=False,  # and the driver decodes
