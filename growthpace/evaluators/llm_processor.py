@@ -92,13 +92,8 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
     """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster)."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    engine = engine_args(max_length, gpus > 0, checkpoint_dtype(model_dir))
+    engine = engine_args(max_length, gpus > 0, checkpoint_dtype(model_dir), gpus)
     if gpus > 0:
-        tp = int(gpus) if gpus >= 1 else 1
-        if tp > 1:
-            # one actor holding all its GPUs, vLLM's own workers inside it: the "ray" executor would
-            # create a placement group per engine that ray.data.llm never removes
-            engine.update(tensor_parallel_size=tp, distributed_executor_backend="mp")
         bundles = [{"CPU": 1, "GPU": float(gpus)}]
     else:
         bundles = [{"CPU": 1}]  # without it the stage asks for a GPU and waits forever on CPU nodes

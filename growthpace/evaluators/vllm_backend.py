@@ -51,9 +51,15 @@ def checkpoint_dtype(model_dir: str | Path) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def engine_args(max_length: int, on_gpu: bool, dtype: str = "float32") -> dict:
-    """The vLLM engine settings of every scoring engine (in-process or a ray.data.llm processor)."""
+def engine_args(max_length: int, on_gpu: bool, dtype: str = "float32", gpus: float = 0.0) -> dict:
+    """The vLLM engine settings of every scoring engine (in-process or a ray.data.llm processor);
+    ``gpus`` >= 2: tensor parallel over them."""
+    tp = int(gpus) if gpus >= 2 else 1
+    # one Ray actor holding all its GPUs, vLLM's own worker processes inside it: the "ray" executor
+    # would create a placement group per engine that nothing removes
+    parallel = dict(tensor_parallel_size=tp, distributed_executor_backend="mp") if tp > 1 else {}
     return dict(
+        **parallel,
         dtype=dtype if on_gpu or dtype in CPU_DTYPES else "float32",
         enforce_eager=not on_gpu,
         max_model_len=max_length,
@@ -121,7 +127,7 @@ def available() -> str | None:
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024):
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024, gpus: float = 0.0):
         import torch
 
         on_gpu = torch.cuda.is_available()
@@ -130,7 +136,7 @@ class VLLMBackend(Backend):
             os.environ.setdefault(k, v)
         from vllm import LLM
 
-        self.llm = LLM(model=str(model_dir), **engine_args(max_length, on_gpu, checkpoint_dtype(model_dir)))
+        self.llm = LLM(model=str(model_dir), **engine_args(max_length, on_gpu, checkpoint_dtype(model_dir), gpus))
         self.enc = ChatEncoder(self.llm.get_tokenizer())
         self.batch_size = batch_size
         self.max_length = max_length

@@ -7,9 +7,9 @@ beside a running sweep (evaluation.streaming).
 
 Scoring runs one of two pipelines:
 
-- ``actor``: a Ray Data dataset whose rows are checkpoints; a ``CheckpointScorer`` actor loads one
-  checkpoint at a time into a backend (evaluators/backends.py), answers every eval item's requests,
-  and drops the engine before the next;
+- ``actor``: a Ray Data dataset whose rows are checkpoints; a ``CheckpointScorer`` actor keeps one
+  warm engine (evaluators/backends.py ``warm``): each next checkpoint of the same shape is swapped
+  into it in place, another shape gets a fresh engine; it answers every eval item's requests;
 - ``processor`` (vLLM on GPU nodes): up to ``evaluation.concurrency`` checkpoints at once, each through
   its own ray.data.llm engine (evaluators/llm_processor.py).
 
@@ -49,27 +49,31 @@ console = Console(stderr=True)
 
 
 class CheckpointScorer:
-    """A Ray Data actor: checkpoints in, one prediction row per item out."""
+    """A Ray Data actor: checkpoints in, one prediction row per item out; its engine stays warm."""
 
-    def __init__(self, sets: EvalSets, backend: str, batch_size: int, limits: dict[str, int]):
+    def __init__(self, sets: EvalSets, backend: str, batch_size: int, limits: dict[str, int], max_length: int = 1024,
+                 gpus: float = 0.0):
         self.sets = sets
+        self.gpus = gpus
         self.backend = backend
         self.batch_size = batch_size
         self.limits = limits
+        self.max_length = max_length
+        self.engine = None
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from growthpace.evaluators.backends import load
+        from growthpace.evaluators.backends import warm
         from growthpace.evaluators.requests import predict
 
         torch.set_num_threads(1)
         keys, flat = flatten_sets(self.sets)
         out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
         for cell_id, epoch, path, key in zip(batch["cell_id"], batch["epoch"], batch["path"], batch["key"]):
-            engine = load(self.backend, localize(model_dir(path)), self.batch_size)
-            preds = predict(engine, flat, self.limits)
-            engine.close()
+            self.engine = warm(self.engine, self.backend, localize(model_dir(path)), self.batch_size, self.max_length,
+                               say=console.print, gpus=self.gpus)
+            preds = predict(self.engine, flat, self.limits)
             for c, xs in prediction_rows(cell_id, epoch, key, self.backend, keys, flat, preds).items():
                 out[c] += xs
         return out
@@ -94,9 +98,11 @@ def score_pending(
     num_gpus: float = 0.0,
     on_scored=None,
     pipeline: str = "actor",
+    max_length: int = 1024,
 ) -> None:
     """Score and store ``found.todo``; ``on_scored(cell_id, epoch, scores)`` after each checkpoint.
-    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (``score_with_processor``)."""
+    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (``score_with_processor``).
+    ``max_length``: the engine's prompt + reply tokens (the training max_length, so no dialogue loses turns)."""
     import ray.data
 
     todo, limits = found.todo, limits or {}
@@ -104,12 +110,13 @@ def score_pending(
         return
     if backend == "vllm" and pipeline == "processor":
         score_with_processor(todo, layout, sets, batch_size=batch_size, limits=limits, num_gpus=num_gpus,
-                             on_scored=on_scored, concurrency=concurrency)
+                             on_scored=on_scored, concurrency=concurrency, max_length=max_length)
         return
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
         CheckpointScorer,
-        fn_constructor_kwargs={"sets": sets, "backend": backend, "batch_size": batch_size, "limits": limits},
+        fn_constructor_kwargs={"sets": sets, "backend": backend, "batch_size": batch_size, "limits": limits,
+                               "max_length": max_length, "gpus": num_gpus},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(concurrency, len(todo))),
         num_cpus=1,
@@ -205,6 +212,8 @@ class Scoring:
         self.pipeline, why = resolve_pipeline(spec.evaluation.vllm_pipeline, spec.evaluation.gpus_per_actor, self.backend,
                                              remote_storage=study.layout.remote)
         console.print(f"evaluate: pipeline {self.pipeline} ({why})")
+        # one engine length for every cell: checkpoints of one shape then share a warm engine
+        self.max_length = max((c.training["max_length"] for c in study.cells), default=1024)
         self.scored = self.skipped = 0
         self.finished: set[str] = set()
 
@@ -218,7 +227,7 @@ class Scoring:
         found = pending(self.study.cells, layout, self.set_hash)
         score_pending(found, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
                       concurrency=ev.concurrency, limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor,
-                      on_scored=self._log, pipeline=self.pipeline)
+                      on_scored=self._log, pipeline=self.pipeline, max_length=self.max_length)
         self.scored += len(found.todo)
         self.skipped = found.done if not found.todo else self.skipped
         for cell in self.study.cells:

@@ -254,7 +254,7 @@ class EvaluationSpec(_Strict):
         "auto",
         description="how a vllm backend scores: 'processor' = ray.data.llm vLLMEngineProcessor, one processor "
         "(one engine) per checkpoint, torn down before the next; 'actor' = the engine inside the scoring "
-        "actor; 'auto' = processor when scoring runs on GPUs (gpus_per_actor > 0), else actor. "
+        "actor, kept warm across checkpoints (each next one's weights loaded in place); 'auto' = actor. "
         "Only matters when the resolved backend is vllm",
     )
     streaming: Bool = Field(True, description="score finished cells while other cells still train")
