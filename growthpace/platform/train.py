@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from growthpace.platform.chat import IGNORE, ChatEncoder
+from growthpace.platform.checkpoints import write_digests
 from growthpace.platform.records import TRAIN_TYPES, read_records
 from growthpace.platform.storage import localize
 
@@ -148,4 +149,5 @@ def train_cell(config: dict[str, Any]) -> None:
             _save_hf(engine, tokenizer, Path(tmp) / "model", config["zero_stage"], rank)
             if rank == 0:
                 (Path(tmp) / "epoch.json").write_text(json.dumps({"epoch": epoch + 1, "train_loss": loss}))
+                write_digests(tmp)  # the driver reads the hash instead of the weights
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
