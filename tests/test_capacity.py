@@ -57,8 +57,26 @@ def test_autoscaler_node_types_count_for_what_the_cluster_can_scale_to():
     (field, _), = placement_problems(_spec({"gpus_per_worker": 16}), HEAD, GPU_TYPES)
     assert field == "models[0].resources.gpus_per_worker"  # no node has 16 GPUs, however many are added
     unlimited = [NodeType("gpu", {"CPU": 8.0, "GPU": 1.0}, -1)]
-    assert placement_problems(_spec({"gpus_per_worker": 1, "workers": 500}), HEAD, unlimited) == []
+    # 500 one-GPU workers fit the cluster, not one node: strict_pack (the default) cannot place them, pack can
+    (field, why), = placement_problems(_spec({"gpus_per_worker": 1, "workers": 500}), HEAD, unlimited)
+    assert field == "models[0].resources.placement" and "500 GPU" in why and "placement: pack" in why
+    assert placement_problems(_spec({"gpus_per_worker": 1, "workers": 500, "placement": "pack"}), HEAD, unlimited) == []
     assert cluster_totals(HEAD, [NodeType("off", {"GPU": 8.0}, 0)]).get("GPU", 0.0) == 0.0  # max_count 0: never added
+
+
+def test_accelerator_pins_and_the_scoring_node_group_must_exist():
+    a100 = [NodeType("a100", {"CPU": 96.0, "GPU": 8.0, "accelerator_type:A100": 1.0}, 6)]
+    pinned = {"gpus_per_worker": 1, "workers": 4, "accelerator_type": "A100"}
+    assert placement_problems(_spec(pinned), HEAD, a100) == []
+    (field, why), = placement_problems(_spec({**pinned, "accelerator_type": "H200"}), HEAD, a100)
+    assert field == "models[0].resources.accelerator_type" and "'H200'" in why
+    scoring = Spec.model_validate({"name": "cap", "storage": "store", "models": [{"name": "llama-nano", "size": "s"}],
+                                   "data": {"root": "data"},
+                                   "evaluation": {"gpus_per_actor": 1, "resources": {"custom": {"scoring_node": 1}}}})
+    (field, _), = placement_problems(scoring, HEAD, a100, training=False)
+    assert field == "evaluation.resources.custom.scoring_node"
+    with_group = [*a100, NodeType("scoring", {"CPU": 8.0, "GPU": 1.0, "scoring_node": 1.0}, 2)]
+    assert placement_problems(scoring, HEAD, with_group, training=False) == []
 
 
 def test_scoring_gpus_and_what_each_command_needs():

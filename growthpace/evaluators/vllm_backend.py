@@ -22,6 +22,7 @@ from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
 from growthpace.evaluators.scoring import ALL_OPTION_LETTERS
 from growthpace.platform.chat import ChatEncoder
+from growthpace.platform.checkpoints import checkpoint_dtype
 
 # Set before vllm is imported (on CPU only), here and in ray.data.llm's engine actors: no dynamo
 # compile, files inside the work folder, a small CPU KV cache.
@@ -41,14 +42,6 @@ def engine_env(on_gpu: bool) -> dict[str, str]:
 
 def checkpoint_config(model_dir: str | Path) -> dict:
     return json.loads((Path(model_dir) / "config.json").read_text())
-
-
-def checkpoint_dtype(model_dir: str | Path) -> str:
-    """The dtype the weights were saved in (config.json ``dtype``, older ``torch_dtype``): scoring
-    fp16-trained weights in bf16 adds noise to near-tied perplexity rankings."""
-    cfg = checkpoint_config(model_dir)
-    dtype = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
-    return str(dtype).removeprefix("torch.")
 
 
 def engine_args(max_length: int, on_gpu: bool, dtype: str = "float32", gpus: float = 0.0) -> dict:

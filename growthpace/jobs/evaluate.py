@@ -98,10 +98,12 @@ def score_pending(
     num_gpus: float = 0.0,
     on_scored=None,
     pipeline: str = "actor",
+    remote_args: dict | None = None,
     max_length: int = 1024,
 ) -> None:
     """Score and store ``found.todo``; ``on_scored(cell_id, epoch, scores)`` after each checkpoint.
-    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (``score_with_processor``).
+    ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (``score_with_processor``);
+    ``remote_args``: the scoring actors' node group (jobs/placement.py scoring_remote_args);
     ``max_length``: the engine's prompt + reply tokens (the training max_length, so no dialogue loses turns)."""
     import ray.data
 
@@ -110,7 +112,8 @@ def score_pending(
         return
     if backend == "vllm" and pipeline == "processor":
         score_with_processor(todo, layout, sets, batch_size=batch_size, limits=limits, num_gpus=num_gpus,
-                             on_scored=on_scored, concurrency=concurrency, max_length=max_length)
+                             on_scored=on_scored, concurrency=concurrency, remote_args=remote_args,
+                             max_length=max_length)
         return
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
@@ -121,6 +124,7 @@ def score_pending(
         compute=ray.data.ActorPoolStrategy(size=min(concurrency, len(todo))),
         num_cpus=1,
         num_gpus=num_gpus,
+        **(remote_args or {}),
     )
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task(f"scoring checkpoints ({backend})", total=len(todo))
@@ -144,6 +148,7 @@ def score_with_processor(
     max_length: int = 1024,
     on_scored=None,
     concurrency: int = 1,
+    remote_args: dict | None = None,
 ) -> None:
     """The `processor` pipeline: each checkpoint of ``todo`` through its own ray.data.llm vLLM engine
     (gone before that checkpoint's result is stored), up to ``concurrency`` at once (one engine each,
@@ -160,7 +165,8 @@ def score_with_processor(
                              "every node mounts; set evaluation.vllm_pipeline: actor for object-store storage")
 
     def one(ck: dict):
-        engine = ProcessorBackend(Path(model_dir(ck["path"])), batch_size=batch_size, max_length=max_length, gpus=num_gpus)
+        engine = ProcessorBackend(Path(model_dir(ck["path"])), batch_size=batch_size, max_length=max_length,
+                                  gpus=num_gpus, remote_args=remote_args)
         return predict(engine, flat, limits)
 
     with Progress(transient=True, console=console) as progress, ThreadPoolExecutor(max(1, concurrency)) as pool:
@@ -223,11 +229,14 @@ class Scoring:
 
     def once(self) -> int:
         """Score what lacks a result; then every trained cell is complete: retention, its run finished."""
+        from growthpace.jobs.placement import scoring_remote_args
+
         ev, layout = self.spec.evaluation, self.study.layout
         found = pending(self.study.cells, layout, self.set_hash)
         score_pending(found, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
                       concurrency=ev.concurrency, limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor,
-                      on_scored=self._log, pipeline=self.pipeline, max_length=self.max_length)
+                      on_scored=self._log, pipeline=self.pipeline, remote_args=scoring_remote_args(ev),
+                      max_length=self.max_length)
         self.scored += len(found.todo)
         self.skipped = found.done if not found.todo else self.skipped
         for cell in self.study.cells:

@@ -10,7 +10,8 @@ from rich.console import Console
 from growthpace.jobs.cluster import connect
 from growthpace.jobs.evaluate import Scoring, run_evaluate, run_rescore  # noqa: F401 - the study's steps
 from growthpace.jobs.report import log_analysis, write_report
-from growthpace.jobs.study import Study, materialise, prepare, tracker_for
+from growthpace.jobs.placement import longest_first
+from growthpace.jobs.study import Study, materialise, model_params, prepare, tracker_for
 from growthpace.jobs.sweep import sweep, train_config
 from growthpace.platform.spec import Spec
 from growthpace.platform.tracking import StudyTracker, preflight
@@ -27,7 +28,7 @@ def run_sweep(spec: Spec, beside=None) -> Study:
     connect(spec)
     layout = study.layout
     configs = {
-        c.cell_id: train_config(c, bases[c.model], layout, spec.tracking_uri, run_ids[c.cell_id]) for c in study.cells
+        c.cell_id: train_config(c, bases[c.model], layout, spec.tracking_uri, run_ids[c.cell_id], spec.training) for c in study.cells
     }
     done, errors = threading.Event(), []
     thread = None
@@ -36,7 +37,8 @@ def run_sweep(spec: Spec, beside=None) -> Study:
         thread.start()
     t0 = time.time()
     try:
-        trained = sweep(study.cells, configs, layout, spec.training.max_concurrent_trials)
+        order = longest_first(study.cells, model_params(study))
+        trained = sweep(order, configs, layout, spec.training.max_concurrent_trials)
     finally:
         done.set()
         if thread is not None:
@@ -110,7 +112,19 @@ def run_study(spec: Spec) -> str:
         except Exception as e:  # noqa: BLE001 - the study itself succeeded
             console.print(f"[yellow]warning:[/] MLflow still unavailable ({e}); run `growthpace sync` later")
     console.print(f"study {spec.name}: done in {time.time() - t0:.0f}s")
+    _closing_summary(spec, study, index)
     return index
+
+
+def _closing_summary(spec: Spec, study: Study, index: str) -> None:
+    """The few lines a researcher reads last: where the report is, its headline findings, how to open MLflow."""
+    from growthpace.platform.page import console_lines
+    from growthpace.platform.storage import read_json
+
+    summary = study.layout.report / "summary.json"
+    if summary.exists():
+        for line in console_lines(read_json(summary), index, spec.tracking_uri):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)  # the terminal wraps, not rich
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace run`

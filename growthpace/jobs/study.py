@@ -7,10 +7,13 @@ from pathlib import Path
 
 from rich.progress import track
 
+from growthpace.platform.batching import global_batch, optimizer_steps
 from growthpace.platform.cells import Cell, expand
 from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.data import Dataset, ensure_generated, load_dataset, write_cell_data
-from growthpace.platform.models import ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
+from growthpace.platform.data import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
+                                     write_cell_tokens)
+from growthpace.platform.footprint import checkpoint_footprint
+from growthpace.platform.models import PRESETS, ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
@@ -64,6 +67,8 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
     from growthpace.platform.models import check_model
 
     load_eval_sets(spec)
+    if write:
+        check_scoring_backend(spec)
     for i, m in enumerate(spec.models):
         if write or not m.params:
             check_model(m.name, f"models[{i}].name")
@@ -105,6 +110,23 @@ def check_capacity(spec: Spec, *, training: bool, scoring: bool) -> None:
                                       for f, why in problems))
 
 
+def check_scoring_backend(spec: Spec) -> None:
+    """Scoring on GPUs without vLLM would fall back to transformers on an idle GPU (days per 7b
+    checkpoint): refuse before anything starts, unless the spec asks for transformers itself."""
+    from growthpace.evaluators.vllm_backend import available
+    from growthpace.platform.spec import SpecError
+
+    ev = spec.evaluation
+    if ev.gpus_per_actor > 0 and ev.backend != "transformers":
+        problem = available()
+        if problem:
+            raise SpecError(
+                f"field 'evaluation.gpus_per_actor': scoring asks for {ev.gpus_per_actor:g} GPU(s) per actor but "
+                f"{problem}: install the gpu extra (pip install 'growthpace[gpu]', or use the project's image "
+                "deploy/Dockerfile), or set evaluation.backend: transformers"
+            )
+
+
 def materialise(study: Study) -> dict[str, Path]:
     """Write base models and every cell's data and card; return model name -> base model path."""
     spec, layout = study.spec, study.layout
@@ -115,30 +137,37 @@ def materialise(study: Study) -> dict[str, Path]:
         m.name: ensure_base_model(layout, m.name, study.tokenizer, study.tokenizer_key, spec.seed)
         for m in spec.models
     }
+    tokenizers = {m.name: study.tokenizer if m.name in PRESETS else base_tokenizer(bases[m.name]) for m in spec.models}
     for cell in track(study.cells, description="cell data", transient=True):
         write_cell_data(layout, cell, study.dataset)
+        write_cell_tokens(layout, cell, tokenizers[cell.model])
     return bases
 
 
+def model_params(study: Study) -> dict[str, int]:
+    """Parameter count per model name: the spec's declared figure, else counted from the config."""
+    # declared data trains no tokenizer: a preset then counts VOCAB_SIZE
+    return {m.name: m.params or param_count(m.name, study.tokenizer) for m in study.spec.models}
+
+
 def plan_rows(study: Study) -> list[dict]:
-    """One row per cell: items, tokens, estimated FLOPs (6 * params * tokens seen), resources, GPU-hours.
+    """One row per cell: items, tokens, optimizer steps, estimated FLOPs (6 * params * tokens trained),
+    resources, GPU-hours and checkpoint storage (platform/footprint.py).
 
     With a declared dataset (data.declared, data absent) items are the allocation's counts and tokens
-    are items x the declared tokens per item. GPU-hours = tokens x epochs / throughput_tokens_per_gpu_s
-    / 3600 when the model declares a throughput (None otherwise); hours = GPU-hours / the trial's GPUs.
+    are items x the declared tokens per item. ``tokens`` is one pass over the cell's items, real tokens
+    (training packs items without padding); ``train_tokens`` is what all epochs train on, each epoch
+    filled up to whole global batches by repeating items (platform/batching.py), counted at the cell's
+    mean tokens per item. GPU-hours = train_tokens / throughput_tokens_per_gpu_s / 3600 when the model
+    declares a throughput (None otherwise); hours = GPU-hours / the trial's GPUs.
     """
     declared = getattr(study.dataset, "declared", False)
     enc = None if declared else ChatEncoder(study.tokenizer)
     models = {m.name: m for m in study.spec.models}
     lengths: dict[int, int] = {}
-    params: dict[str, int] = {}
+    params = model_params(study)
     rows = []
     for cell in study.cells:
-        if cell.model not in params:
-            if models[cell.model].params:
-                params[cell.model] = models[cell.model].params
-            else:  # declared data trains no tokenizer: a preset then counts VOCAB_SIZE
-                params[cell.model] = param_count(cell.model, study.tokenizer)
         if declared:
             items = cell.allocation.total
             tokens = study.dataset.tokens(cell.allocation, cell.training["max_length"])
@@ -152,8 +181,14 @@ def plan_rows(study: Study) -> list[dict]:
                     lengths[key] = len(enc.example(r.messages, cell.training["max_length"])[0])
                 tokens += lengths[key]
         gpus = cell.workers * cell.gpus_per_worker
+        t = cell.training
+        batch = global_batch(t["per_device_batch"], cell.workers, t["grad_accum"])
+        steps = optimizer_steps(items, cell.epochs, batch)
+        train_tokens = round(tokens * steps * batch / items) if items else 0
         throughput = models[cell.model].resources.throughput_tokens_per_gpu_s
-        gpu_hours = tokens * cell.epochs / throughput / 3600 if throughput and gpus else None
+        gpu_hours = train_tokens / throughput / 3600 if throughput and gpus else None
+        footprint = checkpoint_footprint(params[cell.model], cell.epochs, t["precision"], t["zero_stage"],
+                                         study.spec.evaluation.retention, bool(t.get("keep_resume_state", False)))
         rows.append(
             {
                 "cell_id": cell.cell_id,
@@ -165,13 +200,20 @@ def plan_rows(study: Study) -> list[dict]:
                 "items": items,
                 "tokens": tokens,
                 "epochs": cell.epochs,
+                "global_batch": batch,
+                "optimizer_steps": steps,
+                "train_tokens": train_tokens,
                 "params": params[cell.model],
-                "flops": 6 * params[cell.model] * tokens * cell.epochs,
+                "flops": 6 * params[cell.model] * train_tokens,
                 "workers": cell.workers,
                 "cpus": cell.driver_cpus + cell.workers * cell.cpus_per_worker,
                 "gpus": gpus,
                 "gpu_hours": gpu_hours,
                 "hours": gpu_hours / gpus if gpu_hours is not None else None,
+                "weights_bytes_per_epoch": footprint.weights_per_epoch,
+                "resume_state_bytes": footprint.resume_state,
+                "peak_checkpoint_bytes": footprint.peak,
+                "retained_checkpoint_bytes": footprint.retained,
                 "declared": bool(declared),
             }
         )
@@ -197,3 +239,16 @@ def tracker_for(study: Study):
         },
     )
     return tracker, parent, {c.cell_id: tracker.child(parent, c) for c in study.cells}
+
+
+PLAN_TOTALS = ("items", "epochs", "optimizer_steps", "tokens", "train_tokens", "flops", "gpu_hours",
+               "peak_checkpoint_bytes", "retained_checkpoint_bytes")
+
+
+def plan_totals(rows: list[dict]) -> dict:
+    """The sums of plan_rows over cells (GPU-hours: of the cells that have a figure)."""
+    totals: dict = {"cells": len(rows)}
+    for key in PLAN_TOTALS:
+        values = [r[key] for r in rows if r[key] is not None]
+        totals[key] = sum(values) if values or key != "gpu_hours" else None
+    return totals

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from growthpace.platform.cells import Cell
+from growthpace.platform.spec import TrainingSpec
 from growthpace.platform.storage import Layout, StoragePath, stable_hash, write_json
 
 
@@ -19,26 +20,21 @@ class SweepError(RuntimeError):
 
 
 def _cell_trial(param: dict[str, Any]) -> None:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray import tune
 
-    from growthpace.platform.train import train_cell
+    from growthpace.jobs.placement import scaling_config
+    from growthpace.platform.train import drop_resume_state_at, train_cell
 
     config = param["trial"]
     cell = Cell.from_dict(config["cell"])
     layout = Layout(config["storage"])
-    gpu = cell.gpus_per_worker > 0
-    per_worker = {
-        "CPU": cell.cpus_per_worker,
-        **({"GPU": cell.gpus_per_worker} if gpu else {}),
-        **cell.custom_resources,  # e.g. a node type's own resource, so 33b trials land on the large GPU nodes
-    }
     trainer = TorchTrainer(
         train_cell,
         train_loop_config=config["train"],
-        scaling_config=ScalingConfig(num_workers=cell.workers, use_gpu=gpu, resources_per_worker=per_worker),
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=scaling_config(cell),
+        torch_config=TorchConfig(backend="nccl" if cell.gpus_per_worker > 0 else "gloo"),
         run_config=RunConfig(
             name=cell.cell_id,  # same name again = resume this cell's own run
             storage_path=str(layout.train),
@@ -64,19 +60,28 @@ def _cell_trial(param: dict[str, Any]) -> None:
         "cell_id": cell.cell_id, "checkpoints": checkpoints, "wall_s": wall_s,
         "gpus": cell.workers * cell.gpus_per_worker, "cpus": cell.driver_cpus + cell.workers * cell.cpus_per_worker,
     })
+    if not config["train"].get("keep_resume_state"):  # finished: only a rerun of the same epochs could use it
+        for ck, _ in result.best_checkpoints:
+            drop_resume_state_at(ck.filesystem, ck.path)
     # One report from this thread when the cell is done. Ray's TuneReportCallback forwards every epoch
     # through an inter-actor queue instead, and its last report can race the trial's return: seen here
     # as a trial stuck forever in Queue.put (ray/train/_internal/session.py) after training finished.
     tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1]["train_loss"]})
 
 
-def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None) -> dict:
+def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_uri: str, run_id: str | None,
+                 training: TrainingSpec | None = None) -> dict:
+    """The train function's config: the cell's settings plus how this run handles checkpoints (settings
+    that are not part of the cell's result, so not of its id)."""
+    training = training or TrainingSpec()
     return {
         **cell.training,
+        "keep_resume_state": training.keep_resume_state,
+        "checkpoint_write": training.checkpoint_write,
         "epochs": cell.epochs,
         "seed": cell.seed,
         "base_model": str(base_model),
-        "data": str(layout.cell_data(cell.cell_id)),
+        "tokens": str(layout.cell_tokens(cell.cell_id)),
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }
@@ -88,7 +93,8 @@ def sweep(
     layout: Layout,
     max_concurrent: int,
 ) -> list[Cell]:
-    """Train the cells that have no checkpoint list yet; return those it trained."""
+    """Train the cells that have no checkpoint list yet, their trials started in the order given
+    (jobs/placement.py longest_first); return those it trained."""
     from ray import tune
 
     pending = [c for c in cells if not layout.cell_checkpoints(c.cell_id).exists()]

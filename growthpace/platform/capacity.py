@@ -41,9 +41,19 @@ def _shown(key: str) -> bool:
     return key not in ("memory", "object_store_memory") and not key.startswith(("node:", "accelerator_type:", "bundle_group"))
 
 
+ACCELERATOR = "accelerator_type:"
+PINNED = 0.001  # what Ray Train asks of `accelerator_type:<name>` per worker when a trial is pinned to it
+
+
 def _field(i: int, key: str) -> str:
+    if key.startswith(ACCELERATOR):
+        return f"models[{i}].resources.accelerator_type"
     return {"CPU": f"models[{i}].resources.cpus_per_worker", "GPU": f"models[{i}].resources.gpus_per_worker"}.get(
         key, f"models[{i}].resources.custom.{key}")
+
+
+def _pin(accelerator_type: str | None) -> dict[str, float]:
+    return {f"{ACCELERATOR}{accelerator_type}": PINNED} if accelerator_type else {}
 
 
 def cluster_totals(present: list[dict[str, float]], node_types: list[NodeType] | None) -> dict[str, float]:
@@ -82,9 +92,13 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
     out: list[tuple[str, str]] = []
     for i, m in enumerate(spec.models if training else []):
         r = m.resources
-        worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom}
+        worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom, **_pin(r.accelerator_type)}
         who = f"model size {m.size!r} ({m.name})"
         k = too_big(worker)
+        if k is not None and k.startswith(ACCELERATOR):
+            out.append((_field(i, k), f"{who} is pinned to accelerator type {r.accelerator_type!r} (with its other "
+                                      f"resources per worker); no node of the cluster reports it {gone} (cluster: {has})"))
+            continue
         if k is not None:
             largest = max((s.get(k, 0.0) for s in shapes), default=0.0)
             out.append((_field(i, k), f"{who} asks for {_fmt(worker[k])} {k} per training worker; the largest node "
@@ -94,6 +108,7 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
             out.append((f"models[{i}].resources.driver_cpus",
                         f"{who} asks for {_fmt(r.driver_cpus)} CPU for its trial's driver; no node has that many {gone}"))
             continue
+        found = len(out)
         for k, per in worker.items():
             need = r.workers * per + (r.driver_cpus if k == "CPU" else 0.0)
             if per > 0 and need > totals.get(k, 0.0) + EPS:
@@ -102,9 +117,23 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
                                  + (f" + {_fmt(r.driver_cpus)} for the driver" if k == "CPU" else "")
                                  + f"); the cluster can hold {_fmt(totals.get(k, 0.0))} {k} {gone} (cluster: {has})"))
                 break
-    gpus = spec.evaluation.gpus_per_actor
-    if scoring and gpus > 0 and too_big({"CPU": 1.0, "GPU": gpus}):
+        # strict_pack (jobs/placement.py) puts all of a trial's workers on one node: one node must hold them
+        trial = {k: r.workers * per for k, per in worker.items()}
+        if len(out) == found and r.placement == "strict_pack" and not any(_fits(trial, s) for s in shapes):
+            shown = ", ".join(f"{_fmt(v)} {k}" for k, v in trial.items() if v > 0 and _shown(k))
+            out.append((f"models[{i}].resources.placement",
+                        f"{who}: placement strict_pack keeps a trial's {r.workers} workers on one node, and no node "
+                        f"holds {shown} {gone}; set placement: pack (or fewer workers) (cluster: {has})"))
+    ev = spec.evaluation
+    gpus = ev.gpus_per_actor
+    actor = {"CPU": 1.0, "GPU": gpus, **ev.resources.custom, **_pin(ev.resources.accelerator_type)}
+    k = too_big(actor) if scoring and (gpus > 0 or ev.resources.custom or ev.resources.accelerator_type) else None
+    if k == "GPU" or (k == "CPU" and gpus > 0):
         largest = max((s.get("GPU", 0.0) for s in shapes), default=0.0)
         out.append(("evaluation.gpus_per_actor", f"each scoring actor asks for {_fmt(gpus)} GPU (and 1 CPU); the "
                                                  f"largest node has {_fmt(largest)} GPU {gone} (cluster: {has})"))
+    elif k is not None:
+        fld = "evaluation.resources.accelerator_type" if k.startswith(ACCELERATOR) else f"evaluation.resources.custom.{k}"
+        out.append((fld, f"each scoring actor asks for {', '.join(f'{_fmt(v)} {n}' for n, v in actor.items() if v > 0)}; "
+                         f"no node of the cluster offers that {gone} (cluster: {has})"))
     return out

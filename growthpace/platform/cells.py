@@ -13,7 +13,7 @@ from growthpace.platform.allocation import Allocation, AllocationError, Pool, ev
 from growthpace.platform.spec import Spec, SpecError
 from growthpace.platform.storage import stable_hash
 
-_NOT_RESULT_FIELDS = {"max_concurrent_trials"}
+_NOT_RESULT_FIELDS = {"max_concurrent_trials", "keep_resume_state", "checkpoint_write"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Cell:
     gpus_per_worker: float = 0.0
     driver_cpus: float = 0.25
     custom_resources: dict[str, float] = field(default_factory=dict)
+    accelerator_type: str | None = None
+    placement: str = "strict_pack"
 
     @property
     def label(self) -> str:
@@ -147,6 +149,8 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
                         gpus_per_worker=m.resources.gpus_per_worker,
                         driver_cpus=m.resources.driver_cpus,
                         custom_resources=dict(m.resources.custom),
+                        accelerator_type=m.resources.accelerator_type,
+                        placement=m.resources.placement,
                     )
                 )
     return cells

@@ -23,14 +23,24 @@ class ChatEncoder:
         return self.tok(s, add_special_tokens=False)["input_ids"]
 
     def turn(self, role: str, content: str) -> list[int]:
-        return [self.user if role == "user" else self.assistant, *self.text(content), self.eot]
+        return self._frame([role], [self.text(content)], 10**9)[0]
 
     def example(self, messages, max_length: int) -> tuple[list[int], list[int]]:
         """(input ids, labels) for training: labels are IGNORE outside assistant text + <eot>."""
+        return self._frame([role for role, _ in messages], [self.text(c) for _, c in messages], max_length)
+
+    def examples(self, conversations, max_length: int) -> list[tuple[list[int], list[int]]]:
+        """``example`` for many conversations, with one batched tokenizer call for all their texts
+        (per-call overhead dominates one call per turn)."""
+        texts = [content for messages in conversations for _, content in messages]
+        encoded = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
+        return [self._frame([role for role, _ in m], [next(encoded) for _ in m], max_length) for m in conversations]
+
+    def _frame(self, roles, texts, max_length: int) -> tuple[list[int], list[int]]:
         ids: list[int] = []
         labels: list[int] = []
-        for role, content in messages:
-            t = self.turn(role, content)
+        for role, text in zip(roles, texts):
+            t = [self.user if role == "user" else self.assistant, *text, self.eot]
             ids += t
             labels += [IGNORE] + t[1:] if role == "assistant" else [IGNORE] * len(t)
         return ids[:max_length], labels[:max_length]

@@ -44,6 +44,13 @@ def model_dir(checkpoint: str | StoragePath) -> StoragePath:
     return as_location(checkpoint) / Layout.CHECKPOINT_MODEL
 
 
+def checkpoint_dtype(model: str | StoragePath) -> str:
+    """The dtype a model folder's weights were saved in (config.json ``dtype``, older ``torch_dtype``):
+    scoring fp16-trained weights in bf16 adds noise to near-tied perplexity rankings."""
+    config = json.loads((as_location(model) / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32").removeprefix("torch.")
+
+
 def checkpoint_list(layout: Layout, cell_id: str) -> list[dict]:
     """The entries of a cell's checkpoints.json; a torn or malformed file is a CheckpointError naming it."""
     marker = layout.cell_checkpoints(cell_id)

@@ -19,7 +19,7 @@ from growthpace.platform.records import (
 )
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.spec import Spec
-from growthpace.platform.storage import Layout, file_sha256, is_remote, write_bytes, write_json
+from growthpace.platform.storage import Layout, StoragePath, file_sha256, is_remote, write_bytes, write_json
 
 
 @dataclass
@@ -95,3 +95,63 @@ def write_cell_data(layout: Layout, cell, dataset: Dataset) -> dict:
     info = {"cell_id": cell.cell_id, **card(records)}
     write_json(card_path, info)
     return info
+
+
+def write_cell_tokens(layout: Layout, cell, tokenizer) -> StoragePath:
+    """Tokenize a cell's items once, with its base model's tokenizer and the cell's max_length, so no
+    rank of any trial tokenizes them again; written once, next to the cell's items."""
+    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.records import TRAIN_TYPES, read_records
+    from growthpace.platform.storage import localize
+
+    path = layout.cell_tokens(cell.cell_id)
+    if path.exists():
+        return path
+    records = read_records(localize(layout.cell_data(cell.cell_id)), eval_split=False, types=TRAIN_TYPES)
+    examples = ChatEncoder(tokenizer).examples([r.messages for r in records], cell.training["max_length"])
+    write_bytes(path, tokens_bytes(examples))
+    return path
+
+
+def tokens_bytes(examples: list[tuple[list[int], list[int]]]) -> bytes:
+    """(input ids, labels) pairs as one .npz: ids and labels end to end, and each item's offsets."""
+    import io
+
+    import numpy as np
+
+    lengths = np.array([len(ids) for ids, _ in examples], dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, ids=np.concatenate([np.asarray(i, np.int32) for i, _ in examples]),
+             labels=np.concatenate([np.asarray(y, np.int32) for _, y in examples]),
+             offsets=np.concatenate([[0], np.cumsum(lengths)]))
+    return buf.getvalue()
+
+
+def read_cell_tokens(path: "str | StoragePath") -> list[tuple[list[int], list[int]]]:
+    """The (input ids, labels) pairs ``write_cell_tokens`` stored, in item order."""
+    import io
+
+    import numpy as np
+
+    from growthpace.platform.storage import as_location
+
+    with np.load(io.BytesIO(as_location(path).read_bytes())) as z:
+        ids, labels, offsets = z["ids"], z["labels"], z["offsets"]
+    return [(ids[a:b].tolist(), labels[a:b].tolist()) for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def base_tokenizer(base: "str | StoragePath"):
+    """The tokenizer saved with a base model folder; from an object store only its small files are
+    fetched (never the weights, which may be a 33b's)."""
+    from transformers import AutoTokenizer
+
+    from growthpace.platform.storage import as_location
+
+    base = as_location(base)
+    if not is_remote(base):
+        return AutoTokenizer.from_pretrained(base)
+    with tempfile.TemporaryDirectory() as d:
+        for f in base.iterdir():
+            if f.suffix not in (".safetensors", ".bin") and f.is_file():
+                (Path(d) / f.name).write_bytes(f.read_bytes())
+        return AutoTokenizer.from_pretrained(d)

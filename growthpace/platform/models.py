@@ -97,16 +97,14 @@ def count_params(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _add_chat_tokens(tokenizer, model=None):
-    """The study's recipe for a real checkpoint: add the chat tokens, resize the embeddings."""
+def _add_chat_tokens(tokenizer):
+    """The study's recipe for a real checkpoint: add the chat tokens (extend_vocab grows the embeddings)."""
     missing = [t for t in CHAT_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = PAD
     tokenizer.eos_token = EOT
-    if model is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
     return tokenizer
 
 
@@ -158,6 +156,12 @@ def check_model(name: str, field: str = "model") -> None:
             raise ModelError(f"field '{field}': model {name!r}: {folder} has no weights (*.safetensors or *.bin)")
         if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
             raise ModelError(f"field '{field}': model {name!r}: {folder} has no tokenizer ({', '.join(_TOKENIZER_FILES)})")
+        if (folder / "tokenizer.model").is_file() and not any(
+                (folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            # transformers 5.19 then builds a generic tokenizer from tokenizer.model whose ids differ from
+            # the model's own SentencePiece ids: it loads, and every cell would train on wrong tokens
+            raise ModelError(f"field '{field}': model {name!r}: {folder} has tokenizer.model but no tokenizer_config.json "
+                             "naming its class (e.g. {\"tokenizer_class\": \"LlamaTokenizer\"}); add it")
 
 
 def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: str):
@@ -173,8 +177,11 @@ def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: st
 
 
 def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, seed: int) -> StoragePath:
-    """Materialise a base model with its tokenizer under base/<key>; reused by every cell."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Materialise a base model with its tokenizer under base/<key>; reused by every cell.
+
+    An HF model is never loaded whole: its safetensors shards are copied with the vocabulary grown
+    (extend_vocab); old .bin weights are converted to safetensors first, shard by shard, in their dtype."""
+    from transformers import AutoTokenizer
 
     key = model_key(name, tokenizer_key, seed)
     path = layout.base_model(key)
@@ -182,34 +189,78 @@ def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, 
         return path
     if name in PRESETS:
         import torch
+        from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(llama_config(PRESETS[name], len(tokenizer)))
-        tok = tokenizer
-    else:
-        try:
-            src = _model_folder(name)
-            tok = _add_chat_tokens(AutoTokenizer.from_pretrained(src))
-        except OSError as e:
-            raise ModelError(f"model {name!r}: cannot load: {e}") from None
+
+        def save(d: Path) -> None:
+            model.save_pretrained(d)
+            tokenizer.save_pretrained(d)
+
+        _save_atomic(path, save)
+        return path
+    try:
+        src = _model_folder(name)
+        tok = _add_chat_tokens(AutoTokenizer.from_pretrained(src))
+    except OSError as e:
+        raise ModelError(f"model {name!r}: cannot load: {e}") from None
+
+    def save_hf(d: Path) -> None:
         if any(src.glob("*.safetensors")):
-            def save(d: Path) -> None:
-                extend_vocab(src, d, len(tok))
-                tok.save_pretrained(d)
-
-            _save_atomic(path, save)
-            return path
-        import torch  # .bin weights only: load the whole model (old checkpoints; needs its full size in RAM)
-
-        model = AutoModelForCausalLM.from_pretrained(src, torch_dtype=torch.float32)
-        _add_chat_tokens(tok, model)
-
-    def save(d: Path) -> None:
-        model.save_pretrained(d)
+            extend_vocab(src, d, len(tok))
+        else:
+            converted = d / ".safetensors-from-bin"
+            bin_to_safetensors(src, converted)
+            extend_vocab(converted, d, len(tok))  # links unchanged shards, so removing `converted` keeps them
+            shutil.rmtree(converted)
         tok.save_pretrained(d)
 
-    _save_atomic(path, save)
+    _save_atomic(path, save_hf)
     return path
+
+
+def bin_to_safetensors(src: Path, dst: Path) -> None:
+    """Write ``src``'s PyTorch .bin weights to ``dst`` as safetensors, one shard at a time, each tensor in
+    its own dtype (a 16-bit 33b stays 16-bit and is never whole in RAM: shards are memory-mapped).
+    Config files are copied; tensors that share storage in a .bin (tied embeddings) are written apart."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    index_path = src / "pytorch_model.bin.index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        shards = sorted(set(index["weight_map"].values()))
+    else:
+        index, shards = None, [p.name for p in sorted(src.glob("*.bin"))]
+        if len(shards) != 1:
+            raise ModelError(f"{src}: {len(shards)} .bin files and no pytorch_model.bin.index.json")
+    dst.mkdir(parents=True, exist_ok=True)
+    renamed = {}
+    for i, shard in enumerate(shards):
+        out = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" if index else "model.safetensors"
+        renamed[shard] = out
+        try:
+            state = torch.load(src / shard, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError:  # the pre-1.6 (non-zip) format cannot be memory-mapped: read this shard whole
+            state = torch.load(src / shard, map_location="cpu", weights_only=True)
+        seen: set[int] = set()
+        tensors = {}
+        for k, t in state.items():
+            ptr = t.untyped_storage().data_ptr()
+            tensors[k] = t.clone() if ptr in seen else t.contiguous()  # safetensors refuses shared storage
+            seen.add(ptr)
+        save_file(tensors, str(dst / out), metadata={"format": "pt"})
+        del state, tensors
+    if index:
+        weight_map = {k: renamed[v] for k, v in index["weight_map"].items()}
+        (dst / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": index.get("metadata", {}), "weight_map": weight_map}, indent=2), encoding="utf-8")
+    for extra in src.iterdir():
+        if extra.is_file() and extra.suffix == ".json" and extra.name != index_path.name:
+            shutil.copyfile(extra, dst / extra.name)
 
 
 def _model_folder(name: str) -> Path:

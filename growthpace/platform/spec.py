@@ -63,9 +63,26 @@ class Resources(_Strict):
     workers: Int = Field(1, ge=1)
     driver_cpus: Float = Field(0.25, gt=0)
     custom: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
+    accelerator_type: str | None = Field(
+        None, min_length=1,
+        description="pin the trial's workers to nodes of this accelerator, named as Ray reports it (A100 for an "
+        "A100 80 GB, H100, H200, ...)",
+    )
+    placement: Literal["strict_pack", "pack", "spread"] = Field(
+        "strict_pack",
+        description="Ray Train's placement strategy for a trial's workers: strict_pack keeps them on one node "
+        "(collectives over NVLink, not the network); a trial larger than one node needs pack",
+    )
     throughput_tokens_per_gpu_s: Float | None = Field(
         None, gt=0, description="training tokens per GPU-second (an estimate); `plan` turns it into GPU-hours"
     )
+
+
+class ScoringResources(_Strict):
+    """Where scoring actors run: their own node group, apart from the training nodes."""
+
+    accelerator_type: str | None = Field(None, min_length=1, description="accelerator of the scoring nodes (Ray's names)")
+    custom: dict[str, float] = Field({}, description="custom Ray resources per scoring actor, e.g. {scoring_node: 1}")
 
 
 class ModelTraining(_Strict):
@@ -233,6 +250,15 @@ class TrainingSpec(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     zero_stage: ZeroStage = 2
     gradient_checkpointing: Bool = False
+    packing: Bool = Field(True, description="pack each micro-batch's items into one row (no padding; attention "
+                          "kept inside each item); false = pad to the longest item")
+    keep_resume_state: Bool = Field(False, description="keep the newest epoch's DeepSpeed state (optimizer etc., "
+                                    "about 12-14 bytes/param) after a cell is finished; older epochs never keep it")
+    checkpoint_write: Literal["auto", "in_place", "async"] = Field(
+        "auto", description="how epoch checkpoints reach storage: 'in_place' = every rank writes straight into the "
+        "run's folder on the shared filesystem (one write, training waits for it); 'async' = write to local disk, "
+        "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
+        "an object store (docs/cluster.md)")
     max_concurrent_trials: Int = Field(2, ge=1)
 
     def epochs_for(self, volume: int | None) -> int:
@@ -257,6 +283,7 @@ class EvaluationSpec(_Strict):
         "actor, kept warm across checkpoints (each next one's weights loaded in place); 'auto' = actor. "
         "Only matters when the resolved backend is vllm",
     )
+    resources: ScoringResources = ScoringResources()
     streaming: Bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
 
@@ -346,6 +373,11 @@ class Spec(_Strict):
                 f"tracking.uri: required when storage is an object store ({self.storage}): the default MLflow "
                 "store is a sqlite file under storage, which an object store cannot hold; set the team's MLflow "
                 "server (http://...) or a sqlite:/// file on a disk every process of the study sees"
+            )
+        if "://" in self.storage and self.training.checkpoint_write == "in_place":
+            raise ValueError(
+                f"training.checkpoint_write: 'in_place' needs storage on a filesystem; with storage {self.storage} "
+                "use 'async' or 'auto'"
             )
         if "://" in self.storage and self.evaluation.vllm_pipeline == "processor":
             raise ValueError(

@@ -487,6 +487,10 @@ class Layout:
     def cell_card(self, cell_id: str) -> StoragePath:
         return self.cell(cell_id) / "card.json"
 
+    def cell_tokens(self, cell_id: str) -> StoragePath:
+        """The cell's items tokenized once by its base model's tokenizer (what every rank trains on)."""
+        return self.cell(cell_id) / "tokens.npz"
+
     def cell_run(self, cell_id: str) -> StoragePath:
         return self.cell(cell_id) / "mlflow.json"
 

@@ -1,0 +1,62 @@
+"""Where trials and scoring actors run on a cluster, and in which order trials start.
+
+- A trial's workers share one node when it fits one (STRICT_PACK: all-reduce over NVLink, not the
+  network); a size can be pinned to a node type by accelerator type or a custom resource, so the
+  smaller sizes never take the nodes the largest one needs.
+- Scoring actors can have their own node group (evaluation.resources).
+- The longest trials start first: with max_concurrent_trials slots, a long trial started last would
+  leave the cluster waiting on it alone at the end.
+Only Ray Train's and Ray Data's public arguments are built here; nothing starts Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from growthpace.platform.batching import global_batch, optimizer_steps
+from growthpace.platform.cells import Cell
+
+
+def scaling_config(cell: Cell):
+    """The Ray Train ScalingConfig of a cell's trial."""
+    from ray.train import ScalingConfig
+
+    gpu = cell.gpus_per_worker > 0
+    per_worker = {
+        "CPU": cell.cpus_per_worker,
+        **({"GPU": cell.gpus_per_worker} if gpu else {}),
+        **cell.custom_resources,  # a resource only one node type declares (cluster.yaml), e.g. large_gpu
+    }
+    return ScalingConfig(
+        num_workers=cell.workers,
+        use_gpu=gpu,
+        resources_per_worker=per_worker,
+        placement_strategy=cell.placement.upper(),
+        accelerator_type=cell.accelerator_type,
+    )
+
+
+def scoring_remote_args(evaluation) -> dict[str, Any]:
+    """Extra Ray arguments of each scoring actor (map_batches): its node group, when the spec names one."""
+    r = evaluation.resources
+    args: dict[str, Any] = {}
+    if r.custom:
+        args["resources"] = dict(r.custom)
+    if r.accelerator_type:
+        args["accelerator_type"] = r.accelerator_type
+    return args
+
+
+def estimated_cost(cell: Cell, params: int) -> float:
+    """Wall time of a trial, up to a constant: params x items trained (every epoch filled to whole global
+    batches) / the trial's devices."""
+    t = cell.training
+    batch = global_batch(t["per_device_batch"], cell.workers, t["grad_accum"])
+    trained_items = optimizer_steps(cell.allocation.total, cell.epochs, batch) * batch
+    devices = cell.workers * cell.gpus_per_worker or cell.workers * cell.cpus_per_worker
+    return params * trained_items / devices
+
+
+def longest_first(cells: list[Cell], params: dict[str, int]) -> list[Cell]:
+    """Cells in the order their trials should start; ties keep the spec's order."""
+    return sorted(cells, key=lambda c: -estimated_cost(c, params[c.model]))
