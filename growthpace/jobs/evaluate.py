@@ -204,6 +204,7 @@ class Scoring:
 
     def __init__(self, spec, study):
         from growthpace.evaluators.backends import resolve, resolve_pipeline
+        from growthpace.jobs.placement import scoring_placement
         from growthpace.jobs.study import tracker_for
         from growthpace.platform.data import load_eval_sets
         from growthpace.platform.models import describe
@@ -213,7 +214,8 @@ class Scoring:
         self.sets = load_eval_sets(spec)
         self.set_hash = eval_set_hash(self.sets, spec.evaluation.max_new_tokens)
         largest = max(describe(m.name, study.tokenizer)[0] for m in spec.models)
-        self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=spec.evaluation.gpus_per_actor > 0)
+        gpu = any(scoring_placement(spec.evaluation, m.size).gpus > 0 for m in spec.models)
+        self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=gpu)
         console.print(f"evaluate: backend {self.backend} ({why})")
         self.pipeline, why = resolve_pipeline(spec.evaluation.vllm_pipeline, spec.evaluation.gpus_per_actor, self.backend,
                                              remote_storage=study.layout.remote)
@@ -229,14 +231,19 @@ class Scoring:
 
     def once(self) -> int:
         """Score what lacks a result; then every trained cell is complete: retention, its run finished."""
-        from growthpace.jobs.placement import scoring_remote_args
+        from growthpace.jobs.placement import scoring_placement
 
         ev, layout = self.spec.evaluation, self.study.layout
         found = pending(self.study.cells, layout, self.set_hash)
-        score_pending(found, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
-                      concurrency=ev.concurrency, limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor,
-                      on_scored=self._log, pipeline=self.pipeline, remote_args=scoring_remote_args(ev),
-                      max_length=self.max_length)
+        size = {c.cell_id: c.size for c in self.study.cells}
+        for s in dict.fromkeys(size[ck["cell_id"]] for ck in found.todo):
+            # one size at a time: its own actors (warm engines of one shape), GPUs and node type
+            where = scoring_placement(ev, s)
+            part = Pending(todo=[ck for ck in found.todo if size[ck["cell_id"]] == s])
+            score_pending(part, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
+                          concurrency=where.concurrency, limits=ev.max_new_tokens, num_gpus=where.gpus,
+                          on_scored=self._log, pipeline=self.pipeline, remote_args=where.remote_args,
+                          max_length=self.max_length)
         self.scored += len(found.todo)
         self.skipped = found.done if not found.todo else self.skipped
         for cell in self.study.cells:

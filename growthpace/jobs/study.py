@@ -117,11 +117,15 @@ def check_scoring_backend(spec: Spec) -> None:
     from growthpace.platform.spec import SpecError
 
     ev = spec.evaluation
-    if ev.gpus_per_actor > 0 and ev.backend != "transformers":
+    gpus, field = ev.gpus_per_actor, "evaluation.gpus_per_actor"
+    for size, own in ev.resources.by_size.items():
+        if not gpus and own.gpus:
+            gpus, field = own.gpus, f"evaluation.resources.by_size.{size}.gpus"
+    if gpus > 0 and ev.backend != "transformers":
         problem = available()
         if problem:
             raise SpecError(
-                f"field 'evaluation.gpus_per_actor': scoring asks for {ev.gpus_per_actor:g} GPU(s) per actor but "
+                f"field '{field}': scoring asks for {gpus:g} GPU(s) per actor but "
                 f"{problem}: install the gpu extra (pip install 'growthpace[gpu]', or use the project's image "
                 "deploy/Dockerfile), or set evaluation.backend: transformers"
             )
