@@ -110,3 +110,65 @@ def test_failed_swap_falls_back_to_a_fresh_engine_and_says_so(monkeypatch):
     ok = _Engine()
     assert warm(ok, "vllm", "ck/epoch_3", 16, 512, say=said.append) is ok and ok.swapped == ["ck/epoch_3"]
     assert warm(ok, "vllm", "ck/epoch_4", 16, 1024, say=said.append) is fresh  # another engine length
+
+
+def _study(folder, small_data, models):
+    """One cell whose epoch checkpoints are ``models`` (HF folders), in the study's layout."""
+    import json
+
+    import yaml
+
+    from growthpace.platform.cells import expand
+    from growthpace.platform.data import load_dataset, load_eval_sets
+    from growthpace.platform.spec import load_spec
+    from growthpace.platform.storage import Layout, write_json
+
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump({
+        "name": "warm", "storage": str(folder / "store"), "models": [{"name": "llama-nano", "size": "s"}],
+        "data": {"root": str(small_data), "train_split": "1000", "volumes": [10]},
+        "evaluation": {"splits": ["test"], "ood": True, "backend": "vllm", "max_new_tokens": LIMITS},
+    }))
+    spec = load_spec(folder / "spec.yaml")
+    dataset = load_dataset(spec)
+    cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
+    layout = Layout(spec.storage_path)
+    entries = []
+    for epoch, model in models:
+        ck = layout.train / cell.cell_id / f"checkpoint_{epoch:06d}"
+        shutil.copytree(model, ck / "model")
+        (ck / "epoch.json").write_text(json.dumps({"epoch": epoch, "train_loss": 1.0}))
+        entries.append({"epoch": epoch, "train_loss": 1.0, "path": str(ck)})
+    write_json(layout.cell_checkpoints(cell.cell_id), {"cell_id": cell.cell_id, "checkpoints": entries})
+    return [cell], layout, load_eval_sets(spec)
+
+
+@pytest.mark.integration
+def test_scoring_actor_keeps_its_engine_warm_and_stores_what_fresh_engines_store(ray_cluster, trained_dir, perturbed_dir,
+                                                                                small_data, tmp_path):
+    """Two epochs through one scoring actor (one engine, the second checkpoint swapped in) against each
+    epoch scored alone by its own actor: the same stored predictions and scores."""
+    import json
+
+    import polars as pl
+
+    from growthpace.jobs.evaluate import evaluate
+
+    kw = dict(backend="vllm", batch_size=16, concurrency=1, limits=LIMITS, pipeline="actor", max_length=512)
+    cells, layout, sets = _study(tmp_path / "warm", small_data, [(1, trained_dir), (2, perturbed_dir)])
+    assert evaluate(cells, layout, sets, **kw) == (2, 0)
+    for epoch, model in ((1, trained_dir), (2, perturbed_dir)):
+        alone_cells, alone, _ = _study(tmp_path / f"alone{epoch}", small_data, [(epoch, model)])
+        assert evaluate(alone_cells, alone, sets, **kw) == (1, 0)
+        warm_rows = pl.read_parquet(layout.cell_predictions(cells[0].cell_id, epoch))
+        fresh_rows = pl.read_parquet(alone.cell_predictions(alone_cells[0].cell_id, epoch))
+        assert len(warm_rows) == len(fresh_rows) > 0
+        for a, b in zip(warm_rows.iter_rows(named=True), fresh_rows.iter_rows(named=True)):
+            assert (a["text"], a["parsed"], a["correct"]) == (b["text"], b["parsed"], b["correct"])
+            if a["letter_logprobs"]:
+                la, lb = json.loads(a["letter_logprobs"]), json.loads(b["letter_logprobs"])
+                assert la.keys() == lb.keys() and all(abs(la[k] - lb[k]) <= 1e-4 for k in la)
+            if a["candidate_nll"] is not None:
+                assert a["candidate_nll"] == pytest.approx(b["candidate_nll"], abs=1e-4)
+        assert (pl.read_parquet(layout.cell_scores(cells[0].cell_id, epoch)).to_dicts()
+                == pl.read_parquet(alone.cell_scores(alone_cells[0].cell_id, epoch)).to_dicts())
