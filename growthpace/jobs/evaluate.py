@@ -199,6 +199,11 @@ def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | N
     return removed
 
 
+# Streaming: seconds between passes over the unfinished cells' checkpoints when a pass found nothing
+# (doubling from the first to the second while nothing new is trained; the sweep's end ends the wait).
+FOLLOW_WAIT_S = (2.0, 30.0)
+
+
 class Scoring:
     """Scores what is trained: once (`evaluate`), or in a loop beside a running sweep (streaming)."""
 
@@ -234,7 +239,8 @@ class Scoring:
         from growthpace.jobs.placement import scoring_placement
 
         ev, layout = self.spec.evaluation, self.study.layout
-        found = pending(self.study.cells, layout, self.set_hash)
+        # a finished cell (every epoch scored, retention applied) is not re-checked on the next pass
+        found = pending([c for c in self.study.cells if c.cell_id not in self.finished], layout, self.set_hash)
         size = {c.cell_id: c.size for c in self.study.cells}
         for s in dict.fromkeys(size[ck["cell_id"]] for ck in found.todo):
             # one size at a time: its own actors (warm engines of one shape), GPUs and node type
@@ -257,11 +263,15 @@ class Scoring:
 
     def follow(self, sweep_done: threading.Event, errors: list[BaseException]) -> None:
         """Score each cell as soon as it has finished training, until the sweep is over."""
+        wait = FOLLOW_WAIT_S[0]
         try:
             while True:
                 last = sweep_done.is_set()
-                if not self.once() and not last:
-                    sweep_done.wait(2.0)
+                if self.once():
+                    wait = FOLLOW_WAIT_S[0]
+                elif not last:  # nothing new: look less often, up to once per FOLLOW_WAIT_S[1]
+                    sweep_done.wait(wait)
+                    wait = min(2 * wait, FOLLOW_WAIT_S[1])
                 if last:
                     return
         except BaseException as e:  # re-raised in the main thread
