@@ -567,6 +567,19 @@ STORED_CASES = [
                  r"predictions/epoch_001\.parquet: .*column 'text' is missing"),
     _stored_case("predictions-unknown-item", "rescore", _predictions(lambda p, c: _prediction_frame(c, idx="no-such-item").write_parquet(p)),
                  r"predictions/epoch_001\.parquet: item test/biology/no-such-item is not in the eval sets", tokenizer=True),
+    _stored_case("predictions-torn-logprobs", "rescore",
+                 _predictions(lambda p, c: _prediction_frame(c, letter_logprobs='{"A": -0.1, "B"').write_parquet(p)),
+                 r"predictions/epoch_001\.parquet: item test/biology/test-0: letter_logprobs is damaged.*growthpace evaluate",
+                 tokenizer=True),
+    _stored_case("predictions-logprobs-not-a-mapping", "rescore",
+                 _predictions(lambda p, c: _prediction_frame(c, letter_logprobs="[1, 2]").write_parquet(p)),
+                 r"letter_logprobs is damaged \(expected \{letter: log-prob\}\)", tokenizer=True),
+    # a good epoch 1 and a damaged epoch 2: epoch 1 must not be rewritten either (the snapshot checks it)
+    _stored_case("predictions-second-file-damaged", "rescore",
+                 _predictions(lambda p, c: (_prediction_frame(c).write_parquet(p),
+                                            _prediction_frame(c, epoch=2, letter_logprobs="nan{").write_parquet(
+                                                p.with_name("epoch_002.parquet")))),
+                 r"predictions/epoch_002\.parquet: item test/biology/test-0: letter_logprobs is damaged", tokenizer=True),
 ]
 
 ROUND2_CASES = ROUND2_DATA_CASES + PATH_CASES + GENERATE_CASES + STORED_CASES

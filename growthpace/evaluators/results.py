@@ -157,25 +157,43 @@ class Rescored:
     changed: Counter = field(default_factory=Counter)
 
 
+def _stored_prediction(f, row: dict, by_key: dict) -> tuple[Record, Prediction]:
+    """One stored prediction row and its eval record, or a StoredFileError naming the file and what to do."""
+    record = by_key.get((row["split"], row["ability"], row["idx"]))
+    if record is None:
+        raise StoredFileError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets "
+                              f"(they changed since it was scored); {rebuild_hint(f)}")
+    try:
+        letters = json.loads(row["letter_logprobs"]) if row["letter_logprobs"] else None
+        if letters is not None and not (isinstance(letters, dict)
+                                        and all(isinstance(v, (int, float)) for v in letters.values())):
+            raise ValueError("expected {letter: log-prob}")
+    except ValueError as e:
+        raise StoredFileError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']}: letter_logprobs is damaged "
+                              f"({str(e).splitlines()[0][:120]}); {rebuild_hint(f)}") from None
+    nll = tuple(row["candidate_nll"]) if row["candidate_nll"] is not None else None
+    return record, Prediction(text=row["text"] or "", letter_logprobs=letters, candidate_nll=nll)
+
+
 def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str, int]) -> Rescored:
-    """Re-apply the current scorers to stored predictions (no model is run)."""
+    """Re-apply the current scorers to stored predictions (no model is run).
+
+    Every stored file is read and checked before the first is rewritten, so a damaged file deep in the
+    study stops the command with the study's scores as they were, not half of them rescored.
+    """
     by_key = {(s, a, r.idx): r for (s, a), recs in sets.items() for r in recs}
     set_hash = eval_set_hash(sets, limits)
+    files = [f for cell in cells for f in layout.cell_prediction_files(cell.cell_id)]
+    for f in files:
+        for row in read_parquet(f).to_dicts():
+            _stored_prediction(f, row, by_key)
     out = Rescored()
     for cell in cells:
         for f in layout.cell_prediction_files(cell.cell_id):
             preds = read_parquet(f)
             rows = preds.to_dicts()
             for row in rows:
-                record = by_key.get((row["split"], row["ability"], row["idx"]))
-                if record is None:
-                    raise StoredFileError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']} is not in the eval sets "
-                                          f"(they changed since it was scored); {rebuild_hint(f)}")
-                p = Prediction(
-                    text=row["text"] or "",
-                    letter_logprobs=json.loads(row["letter_logprobs"]) if row["letter_logprobs"] else None,
-                    candidate_nll=tuple(row["candidate_nll"]) if row["candidate_nll"] is not None else None,
-                )
+                record, p = _stored_prediction(f, row, by_key)
                 v = score(record, p)
                 kind = question_kind(record)
                 if bool(v.correct) != bool(row["correct"]):
