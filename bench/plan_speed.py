@@ -1,0 +1,100 @@
+"""How fast `growthpace plan` is against the floor: reading and parsing every JSON line it reads, once.
+
+    PYTHONPATH=$PWD python bench/plan_speed.py [--data DIR]
+
+Two datasets, measured side by side in one run: experiments/local.yaml's (generated if absent), and a
+DoIT-scale one (`growthpace generate-data --train-per-ability 4000 --synthetic 40960` into a temp dir,
+or --data DIR if it already holds one) planned with the study's grid (curated 10..10000, synthetic
+10..40960, the three local presets). Each line: json_parse_s (plain Python: `json.loads` of every line
+of every file plan reads: the train split, the synthetic pool, valid/test and OOD), plan_s (wall time
+of `python -m growthpace plan SPEC --json` in a fresh process, the CLI's imports included: what a
+person waits for) and their ratio. Best of --repeat runs each, to damp a shared machine's noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
+from growthpace.platform.records import curated_path, ood_path, synthetic_path  # noqa: E402
+
+
+def plan_files(root: Path, train_split: str, splits: list[str], ood: bool) -> list[Path]:
+    files = [curated_path(root, s, a) for s in (train_split, *splits) for a in ABILITIES]
+    files.append(synthetic_path(root))
+    return files + ([ood_path(root, s) for s in OOD_SUBJECTS] if ood else [])
+
+
+def json_parse_s(files: list[Path]) -> float:
+    start = time.perf_counter()
+    n = 0
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    json.loads(line)
+                    n += 1
+    return time.perf_counter() - start
+
+
+def plan_s(spec: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "growthpace", "plan", str(spec), "--json"], check=True, env=env,
+                   stdout=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def doit_spec(local: dict, data: Path, tmp: Path) -> Path:
+    spec = dict(local, name="plan-speed-doit", storage=str(tmp / "storage"))
+    spec["data"] = dict(local["data"], root=str(data), train_split="full",
+                        volumes=[10, 40, 160, 640, 2560, 10000],
+                        synthetic_volumes=[10, 40, 160, 640, 2560, 10000, 40960])
+    spec["data"].pop("generate", None)
+    spec["training"] = dict(local["training"], epochs_by_volume={10: 25, 40: 20, 160: 18})
+    path = tmp / "doit.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, help="a DoIT-scale generated dataset (else generated into a temp dir)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    local_path = ROOT / "experiments" / "local.yaml"
+    local = yaml.safe_load(local_path.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = args.data
+        if data is None:
+            data = tmp / "doit-procedural"
+            subprocess.run([sys.executable, "-m", "growthpace", "generate-data", str(data), "--train-per-ability", "4000",
+                            "--synthetic", "40960"], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           stdout=subprocess.DEVNULL, cwd=ROOT)
+        local_root = ROOT / local["data"]["root"]
+        if not (local_root / "curated").is_dir():
+            plan_s(local_path)  # generates the embedded dataset (data.generate) once, outside the timing
+        ev = local["evaluation"]
+        cases = [("local", local_path, plan_files(local_root, local["data"]["train_split"], ev["splits"], ev["ood"])),
+                 ("doit-scale", doit_spec(local, data, tmp), plan_files(data, "full", ev["splits"], ev["ood"]))]
+        for name, spec, files in cases:
+            parse = min(json_parse_s(files) for _ in range(args.repeat))
+            planned = min(plan_s(spec) for _ in range(args.repeat))
+            print(f"{name}: json_parse_s={parse:.3f} plan_s={planned:.3f} ratio={planned / parse:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
