@@ -5,7 +5,8 @@
 Two datasets, measured side by side in one run: experiments/local.yaml's (generated if absent), and a
 DoIT-scale one (`growthpace generate-data --train-per-ability 4000 --synthetic 40960` into a temp dir,
 or --data DIR if it already holds one) planned with the study's grid (curated 10..10000, synthetic
-10..40960, the three local presets). Each line: json_parse_s (plain Python: `json.loads` of every line
+10..40960, the three local presets), once fresh (plan trains the BPE in memory) and once after a run
+stored the tokenizer (`doit-scale-stored`: plan reads it instead). Each line: json_parse_s (plain Python: `json.loads` of every line
 of every file plan reads: the train split, the synthetic pool, valid/test and OOD), plan_s (wall time
 of `python -m growthpace plan SPEC --json` in a fresh process, the CLI's imports included: what a
 person waits for) and their ratio. Best of --repeat runs each, to damp a shared machine's noise.
@@ -69,6 +70,18 @@ def doit_spec(local: dict, data: Path, tmp: Path) -> Path:
     return path
 
 
+def store_tokenizer(spec: Path) -> None:
+    """What the first `growthpace run` leaves under storage: the trained preset tokenizer."""
+    from growthpace.platform.data import load_dataset
+    from growthpace.platform.models import ensure_tokenizer
+    from growthpace.platform.spec import load_spec
+    from growthpace.platform.storage import Layout
+
+    s = load_spec(spec)
+    dataset = load_dataset(s)
+    ensure_tokenizer(Layout(s.storage_path), dataset.train_records(), dataset.fingerprint)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, help="a DoIT-scale generated dataset (else generated into a temp dir)")
@@ -88,9 +101,13 @@ def main() -> None:
         if not (local_root / "curated").is_dir():
             plan_s(local_path)  # generates the embedded dataset (data.generate) once, outside the timing
         ev = local["evaluation"]
+        doit = doit_spec(local, data, tmp)
+        doit_files = plan_files(data, "full", ev["splits"], ev["ood"])
         cases = [("local", local_path, plan_files(local_root, local["data"]["train_split"], ev["splits"], ev["ood"])),
-                 ("doit-scale", doit_spec(local, data, tmp), plan_files(data, "full", ev["splits"], ev["ood"]))]
+                 ("doit-scale", doit, doit_files), ("doit-scale-stored", doit, doit_files)]
         for name, spec, files in cases:
+            if name == "doit-scale-stored":
+                store_tokenizer(spec)
             parse = min(json_parse_s(files) for _ in range(args.repeat))
             planned = min(plan_s(spec) for _ in range(args.repeat))
             print(f"{name}: json_parse_s={parse:.3f} plan_s={planned:.3f} ratio={planned / parse:.1f}", flush=True)

@@ -18,7 +18,9 @@ class ChatEncoder:
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
-        self._bare = hasattr(tokenizer, "encode_batch")  # a tokenizers.Tokenizer, not a transformers wrapper
+        from tokenizers import Tokenizer  # the Rust library alone: no transformers import
+
+        self._bare = isinstance(tokenizer, Tokenizer)
         if self._bare:
             self.user, self.assistant, self.eot, self.pad = map(tokenizer.token_to_id, (USER, ASSISTANT, EOT, PAD))
         else:

@@ -80,7 +80,9 @@ def train_tokenizer(records: list[Record]):
 
 def vocab_size(tokenizer) -> int:
     """Token count of a tokenizer, chat tokens included: a ``tokenizers.Tokenizer`` or a transformers one."""
-    if hasattr(tokenizer, "get_vocab_size"):
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
         return tokenizer.get_vocab_size(with_added_tokens=True)
     return len(tokenizer)
 
