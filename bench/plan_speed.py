@@ -9,7 +9,8 @@ or --data DIR if it already holds one) planned with the study's grid (curated 10
 stored the tokenizer (`doit-scale-stored`: plan reads it instead). Each line: json_parse_s (plain Python: `json.loads` of every line
 of every file plan reads: the train split, the synthetic pool, valid/test and OOD), plan_s (wall time
 of `python -m growthpace plan SPEC --json` in a fresh process, the CLI's imports included: what a
-person waits for) and their ratio. Best of --repeat runs each, to damp a shared machine's noise.
+person waits for) and their ratio; then the same in CPU seconds. Best of --repeat runs each, to damp a
+shared machine's noise. TOKENIZERS_PARALLELISM is the caller's (unset: `tokenizers` uses every core).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,24 +40,28 @@ def plan_files(root: Path, train_split: str, splits: list[str], ood: bool) -> li
     return files + ([ood_path(root, s) for s in OOD_SUBJECTS] if ood else [])
 
 
-def json_parse_s(files: list[Path]) -> float:
-    start = time.perf_counter()
-    n = 0
+def json_parse_s(files: list[Path]) -> tuple[float, float]:
+    """(wall, CPU) seconds to json.loads every line of ``files``."""
+    start, cpu = time.perf_counter(), time.process_time()
     for f in files:
         with open(f, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
                     json.loads(line)
-                    n += 1
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def plan_s(spec: Path) -> float:
+def plan_s(spec: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `plan --json` process; CPU (user + system) is what a loaded shared
+    machine distorts least."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "growthpace", "plan", str(spec), "--json"], check=True, env=env,
                    stdout=subprocess.DEVNULL, cwd=ROOT)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def doit_spec(local: dict, data: Path, tmp: Path) -> Path:
@@ -108,9 +114,12 @@ def main() -> None:
         for name, spec, files in cases:
             if name == "doit-scale-stored":
                 store_tokenizer(spec)
-            parse = min(json_parse_s(files) for _ in range(args.repeat))
-            planned = min(plan_s(spec) for _ in range(args.repeat))
-            print(f"{name}: json_parse_s={parse:.3f} plan_s={planned:.3f} ratio={planned / parse:.1f}", flush=True)
+            parse = [json_parse_s(files) for _ in range(args.repeat)]
+            planned = [plan_s(spec) for _ in range(args.repeat)]
+            (pw, pc), (qw, qc) = (min(p[0] for p in parse), min(p[1] for p in parse)), (
+                min(p[0] for p in planned), min(p[1] for p in planned))
+            print(f"{name}: json_parse_s={pw:.3f} plan_s={qw:.3f} ratio={qw / pw:.1f} "
+                  f"(CPU: json_parse_s={pc:.3f} plan_s={qc:.3f} ratio={qc / pc:.1f})", flush=True)
 
 
 if __name__ == "__main__":

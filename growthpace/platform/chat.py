@@ -62,7 +62,8 @@ class ChatEncoder:
         """``len(self.text(t))`` for each text; each distinct text encoded once (answers repeat: "A")."""
         distinct = list(dict.fromkeys(texts))
         if self._bare:
-            counts = [len(e) for e in self.tok.encode_batch(distinct, add_special_tokens=False)] if distinct else []
+            # encode_batch_fast: encode_batch's ids without the offsets, which no count needs
+            counts = [len(e) for e in self.tok.encode_batch_fast(distinct, add_special_tokens=False)] if distinct else []
         else:
             counts = [len(ids) for ids in self.texts(distinct)]
         by_text = dict(zip(distinct, counts))
