@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.venv/torch_extensions
+# One ninja for every process: the venv's (pip `ninja`, 1.13) and the system's (1.11) write different
+# .ninja_log versions, and each reads the other's as stale and recompiles deepspeed_shm_comm (80 s on
+# 2 cores). Test helpers that put the venv's bin first (ray job submit) and Ray workers that did not
+# alternated between the two and rebuilt it several times per test run.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test test-fast clean

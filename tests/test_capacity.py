@@ -86,6 +86,21 @@ def test_scoring_gpus_and_what_each_command_needs():
     assert placement_problems(_spec({"gpus_per_worker": 1}), LAPTOP, None, training=False) == []
 
 
+def test_scoring_resources_per_size_are_checked_per_size():
+    models = [{"name": "llama-nano", "size": "7b"}, {"name": "llama-micro", "size": "33b"}]
+    spec = Spec.model_validate({"name": "cap", "storage": "store", "models": models, "data": {"root": "data"},
+                                "evaluation": {"gpus_per_actor": 1, "resources": {"by_size": {
+                                    "33b": {"gpus": 2, "accelerator_type": "H200"}}}}})
+    a100 = [NodeType("a100", {"CPU": 96.0, "GPU": 8.0, "accelerator_type:A100": 1.0}, 6)]
+    (field, why), = placement_problems(spec, HEAD, a100, training=False)  # 7b fits; 33b asks for H200 nodes
+    assert field == "evaluation.resources.by_size.33b.accelerator_type" and "size 33b" in why
+    h200 = [*a100, NodeType("h200", {"CPU": 32.0, "GPU": 1.0, "accelerator_type:H200": 1.0}, 2)]
+    (field, why), = placement_problems(spec, HEAD, h200, training=False)  # H200 nodes, but one GPU each
+    assert field == "evaluation.resources.by_size.33b.gpus" and "2 GPU" in why
+    h200x2 = [*a100, NodeType("h200", {"CPU": 32.0, "GPU": 2.0, "accelerator_type:H200": 1.0}, 2)]
+    assert placement_problems(spec, HEAD, h200x2, training=False) == []
+
+
 @pytest.mark.integration
 def test_real_cluster_refuses_a_gpu_spec_before_anything_is_written(ray_cluster, tmp_path, small_data):
     """Ray's own view of the shared local cluster (4 CPUs, no GPU), then the real CLI attached to it."""

@@ -49,6 +49,7 @@ def _mlflow(spec):
 def test_one_cell_two_workers_deepspeed(ray_cluster, small_data, tmp_path):
     """One cell, data-parallel over 2 Ray Train workers with DeepSpeed ZeRO-2 on gloo."""
     from growthpace.jobs.run import run_sweep
+    from growthpace.platform.checkpoints import checkpoint_hash
 
     spec = _spec(tmp_path, small_data, volumes=[20], workers=2)
     study = run_sweep(spec)
@@ -61,6 +62,11 @@ def test_one_cell_two_workers_deepspeed(ray_cluster, small_data, tmp_path):
         assert (d / "model" / "config.json").exists() and (d / "model" / "tokenizer.json").exists()
         assert not (d / "deepspeed").exists(), "a finished cell keeps no resume state (training.keep_resume_state)"
         assert json.loads((d / "epoch.json").read_text())["epoch"] == c["epoch"]
+        digests = read_json(d / "digests.json")  # rank 0 hashed the weights where it wrote them
+        assert {"config.json", "model.safetensors"} <= set(digests["files"])
+        (d / "digests.json").rename(d / "digests.moved")
+        assert checkpoint_hash(d) == digests["hash"]  # what reading the files gives
+        (d / "digests.moved").rename(d / "digests.json")
     import safetensors.torch as st
 
     base = next((layout.root / "base").iterdir())

@@ -23,14 +23,14 @@ from growthpace.platform.spec import SpecError, load_spec
 
 
 def test_resolve_pipeline():
-    assert resolve_pipeline("auto", 1.0)[0] == "processor"
-    assert resolve_pipeline("auto", 0.5)[0] == "processor"
+    assert resolve_pipeline("auto", 1.0)[0] == "actor"  # warm engines on GPUs too
+    assert resolve_pipeline("auto", 0.5)[0] == "actor"
     assert resolve_pipeline("auto", 0.0)[0] == "actor"
     assert resolve_pipeline("processor", 0.0) == ("processor", "asked for in the spec")
     assert resolve_pipeline("actor", 2.0) == ("actor", "asked for in the spec")
     pipeline, why = resolve_pipeline("processor", 1.0, backend="transformers")
     assert pipeline == "actor" and "transformers" in why
-    assert resolve_pipeline("auto", 1.0, backend="vllm")[0] == "processor"
+    assert resolve_pipeline("auto", 1.0, backend="vllm")[0] == "actor"
     assert resolve_pipeline("auto", 1.0, backend="vllm", remote_storage=True)[0] == "actor"
     with pytest.raises(ValueError, match="object store"):
         resolve_pipeline("processor", 1.0, backend="vllm", remote_storage=True)

@@ -41,14 +41,16 @@ def test_scoring_actors_can_have_their_own_node_group():
     assert scoring_remote_args(ev) == {"accelerator_type": "L40S", "resources": {"scoring_node": 1}}
 
 
-def test_scoring_node_group_reaches_the_vllm_processor_engine():
+def test_scoring_node_group_reaches_the_vllm_processor_engine(tmp_path):
     pytest.importorskip("ray.data.llm")
     from growthpace.evaluators.llm_processor import processor_config
 
-    cfg = processor_config("/m", batch_size=8, gpus=1, max_length=256,
+    (tmp_path / "config.json").write_text('{"dtype": "float16"}')  # the engine's dtype is the checkpoint's
+    cfg = processor_config(tmp_path, batch_size=8, gpus=1, max_length=256,
                            remote_args={"accelerator_type": "L40S", "resources": {"scoring_node": 1}})
     assert cfg.accelerator_type == "L40S"
     assert cfg.placement_group_config["bundles"] == [{"CPU": 1, "GPU": 1.0, "scoring_node": 1}]
+    assert cfg.engine_kwargs["dtype"] == "float16"
 
 
 def test_longest_trials_start_first():
@@ -61,3 +63,32 @@ def test_longest_trials_start_first():
     assert order == ["big-data", "big-model", "small"]
     # an epoch is filled to whole global batches (4 workers x micro 8): 10 items cost as much as 32
     assert estimated_cost(small, 7e9) == estimated_cost(_cell(model="7b", items=32, epochs=25, workers=4), 7e9)
+
+
+def test_scoring_resources_per_model_size():
+    from growthpace.jobs.placement import scoring_placement
+    from growthpace.platform.spec import SizeScoring
+
+    ev = EvaluationSpec(gpus_per_actor=1.0, concurrency=4, resources=ScoringResources(
+        custom={"scoring_node": 1}, by_size={"33b": SizeScoring(gpus=2.0, accelerator_type="H200", concurrency=1),
+                                             "13b": SizeScoring(custom={"big_scoring_node": 1})}))
+    big = scoring_placement(ev, "33b")  # two GPUs per engine on an H200 node, one warm engine
+    assert (big.gpus, big.concurrency) == (2.0, 1)
+    assert big.remote_args == {"resources": {"scoring_node": 1}, "accelerator_type": "H200"}
+    mid = scoring_placement(ev, "13b")  # its own node type, the evaluation-wide GPUs and actors
+    assert (mid.gpus, mid.concurrency, mid.remote_args) == (1.0, 4, {"resources": {"big_scoring_node": 1}})
+    small = scoring_placement(ev, "7b")  # no entry: the evaluation-wide settings
+    assert (small.gpus, small.concurrency, small.remote_args) == (1.0, 4, {"resources": {"scoring_node": 1}})
+    assert scoring_remote_args(ev, "33b") == big.remote_args
+
+
+def test_tensor_parallel_engine_settings_follow_the_gpus():
+    from growthpace.evaluators.vllm_backend import engine_args
+
+    assert "tensor_parallel_size" not in engine_args(2048, True, "bfloat16", gpus=1.0)
+    tp = engine_args(2048, True, "float16", gpus=4.0)
+    assert tp["tensor_parallel_size"] == 4 and tp["dtype"] == "float16" and tp["max_model_len"] == 2048
+    assert "kv_cache_memory_bytes" not in tp and not tp["enforce_eager"]  # GPU: graphs and vLLM's own KV sizing
+    cpu = engine_args(256, False, "float16")
+    assert cpu["dtype"] == "float32" and cpu["enforce_eager"] and "kv_cache_memory_bytes" in cpu
+

@@ -48,6 +48,10 @@ def test_local_spec_is_valid():
         (lambda s: s.update(models=[]), "models"),
         (lambda s: s["data"].update(sources=["web"]), "data.sources[0]"),
         (lambda s: s.update(name="has space"), "name"),
+        (lambda s: s.setdefault("evaluation", {}).update(resources={"by_size": {"99b": {"gpus": 2.0}}}),
+         "evaluation.resources.by_size.99b"),
+        (lambda s: s.setdefault("evaluation", {}).update(resources={"by_size": {"x": {"concurrency": 0}}}),
+         "evaluation.resources.by_size.x.concurrency"),
     ],
 )
 def test_bad_spec_names_field(tmp_path, mutate, field):

@@ -24,8 +24,9 @@ from typing import Sequence
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan, predict
 from growthpace.evaluators.scoring import Prediction
-from growthpace.evaluators.vllm_backend import ENGINE_ENV, engine_args, sampling
+from growthpace.evaluators.vllm_backend import engine_args, engine_env, sampling
 from growthpace.platform.chat import ChatEncoder
+from growthpace.platform.checkpoints import checkpoint_dtype
 from growthpace.platform.records import Record
 
 # Ray Data's name for the engine stage's actors (MapWorker(MapBatches(vLLMEngineStageUDF))).
@@ -94,13 +95,8 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
     ``remote_args`` (jobs/placement.py scoring_remote_args) puts the engine on the scoring node group."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    engine = engine_args(max_length, gpus > 0)
+    engine = engine_args(max_length, gpus > 0, checkpoint_dtype(model_dir), gpus)
     if gpus > 0:
-        tp = int(gpus) if gpus >= 1 else 1
-        if tp > 1:
-            # one actor holding all its GPUs, vLLM's own workers inside it: the "ray" executor would
-            # create a placement group per engine that ray.data.llm never removes
-            engine.update(tensor_parallel_size=tp, distributed_executor_backend="mp")
         bundles = [{"CPU": 1, "GPU": float(gpus)}]
     else:
         bundles = [{"CPU": 1}]  # without it the stage asks for a GPU and waits forever on CPU nodes
@@ -114,7 +110,7 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         concurrency=1,  # one engine per checkpoint
         placement_group_config={"bundles": bundles},
         # ray.data.llm's async engine always runs its core in a subprocess: no in-process switch here
-        runtime_env={"env_vars": {**ENGINE_ENV, "OMP_NUM_THREADS": "1"}},
+        runtime_env={"env_vars": {**engine_env(gpus > 0), "OMP_NUM_THREADS": "1"}},
         chat_template_stage=False,  # rows carry ChatEncoder token ids: no template,
         tokenize_stage=False,  # no tokenizer stage,
         detokenize_stage=False,  # and the driver decodes

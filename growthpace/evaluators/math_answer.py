@@ -9,25 +9,25 @@ a reply differently from the study's own code, scoring.DIFFERENCES says so (docs
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import unicodedata
 from fractions import Fraction
 from typing import Callable
 
-try:  # optional: symbolic equivalence for math answers
-    import sympy as _sympy
-    from sympy.parsing.sympy_parser import (
-        convert_xor as _convert_xor,
-        implicit_multiplication_application as _implicit_mult,
-        parse_expr as _parse_expr,
-        standard_transformations as _standard_transformations,
-    )
+# optional: symbolic equivalence for math answers. sympy is imported on the first symbolic comparison,
+# not with this module: it costs about a second, and `plan` (spec validation reads scoring.KINDS) makes none.
+HAVE_SYMPY = importlib.util.find_spec("sympy") is not None
 
-    HAVE_SYMPY = True
-except ImportError:  # pragma: no cover - exercised only where sympy is missing
-    _sympy = None
-    HAVE_SYMPY = False
+
+def _sympy_api():
+    """(sympy, parse_expr, the parser's transformations)."""
+    import sympy
+    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application, parse_expr,
+                                            standard_transformations)
+
+    return sympy, parse_expr, standard_transformations + (implicit_multiplication_application, convert_xor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,10 +419,10 @@ def _sympify(s: str):
     plain = _latex_to_plain(s)
     if plain is None or not _safe_for_sympy(plain):
         return None
-    local = {c: _sympy.Symbol(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
-    local.update(pi=_sympy.pi, sqrt=_sympy.sqrt)
-    transformations = _standard_transformations + (_implicit_mult, _convert_xor)
-    return _parse_expr(plain, local_dict=local, transformations=transformations)
+    sympy, parse_expr, transformations = _sympy_api()
+    local = {c: sympy.Symbol(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+    local.update(pi=sympy.pi, sqrt=sympy.sqrt)
+    return parse_expr(plain, local_dict=local, transformations=transformations)
 
 
 def _symbolic_equiv(a: str, b: str) -> bool:
@@ -432,12 +432,13 @@ def _symbolic_equiv(a: str, b: str) -> bool:
         ea, eb = _sympify(a), _sympify(b)
         if ea is None or eb is None:
             return False
-        diff = _sympy.simplify(ea - eb)
+        sympy = _sympy_api()[0]
+        diff = sympy.simplify(ea - eb)
         if diff == 0:
             return True
         if not diff.free_symbols:
-            scale = max(1.0, abs(float(_sympy.N(eb))))
-            return abs(float(_sympy.N(diff))) <= 1e-4 * scale
+            scale = max(1.0, abs(float(sympy.N(eb))))
+            return abs(float(sympy.N(diff))) <= 1e-4 * scale
     except Exception:  # any parse/simplify failure is "not shown equivalent"
         return False
     return False

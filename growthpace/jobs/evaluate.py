@@ -7,9 +7,9 @@ beside a running sweep (evaluation.streaming).
 
 Scoring runs one of two pipelines:
 
-- ``actor``: a Ray Data dataset whose rows are checkpoints; a ``CheckpointScorer`` actor loads one
-  checkpoint at a time into a backend (evaluators/backends.py), answers every eval item's requests,
-  and drops the engine before the next;
+- ``actor``: a Ray Data dataset whose rows are checkpoints; a ``CheckpointScorer`` actor keeps one
+  warm engine (evaluators/backends.py ``warm``): each next checkpoint of the same shape is swapped
+  into it in place, another shape gets a fresh engine; it answers every eval item's requests;
 - ``processor`` (vLLM on GPU nodes): up to ``evaluation.concurrency`` checkpoints at once, each through
   its own ray.data.llm engine (evaluators/llm_processor.py).
 
@@ -47,27 +47,31 @@ from growthpace.platform.storage import Layout, as_location, localize
 
 
 class CheckpointScorer:
-    """A Ray Data actor: checkpoints in, one prediction row per item out."""
+    """A Ray Data actor: checkpoints in, one prediction row per item out; its engine stays warm."""
 
-    def __init__(self, sets: EvalSets, backend: str, batch_size: int, limits: dict[str, int]):
+    def __init__(self, sets: EvalSets, backend: str, batch_size: int, limits: dict[str, int], max_length: int = 1024,
+                 gpus: float = 0.0):
         self.sets = sets
+        self.gpus = gpus
         self.backend = backend
         self.batch_size = batch_size
         self.limits = limits
+        self.max_length = max_length
+        self.engine = None
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from growthpace.evaluators.backends import load
+        from growthpace.evaluators.backends import warm
         from growthpace.evaluators.requests import predict
 
         torch.set_num_threads(1)
         keys, flat = flatten_sets(self.sets)
         out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
         for cell_id, epoch, path, key in zip(batch["cell_id"], batch["epoch"], batch["path"], batch["key"]):
-            engine = load(self.backend, localize(model_dir(path)), self.batch_size)
-            preds = predict(engine, flat, self.limits)
-            engine.close()
+            self.engine = warm(self.engine, self.backend, localize(model_dir(path)), self.batch_size, self.max_length,
+                               say=console.print, gpus=self.gpus)
+            preds = predict(self.engine, flat, self.limits)
             for c, xs in prediction_rows(cell_id, epoch, key, self.backend, keys, flat, preds).items():
                 out[c] += xs
         return out
@@ -93,10 +97,12 @@ def score_pending(
     on_scored=None,
     pipeline: str = "actor",
     remote_args: dict | None = None,
+    max_length: int = 1024,
 ) -> None:
     """Score and store ``found.todo``; ``on_scored(cell_id, epoch, scores)`` after each checkpoint.
     ``pipeline="processor"`` with the vllm backend scores through ray.data.llm (``score_with_processor``);
-    ``remote_args``: the scoring actors' node group (jobs/placement.py scoring_remote_args)."""
+    ``remote_args``: the scoring actors' node group (jobs/placement.py scoring_remote_args);
+    ``max_length``: the engine's prompt + reply tokens (the training max_length, so no dialogue loses turns)."""
     import ray.data
 
     todo, limits = found.todo, limits or {}
@@ -104,12 +110,14 @@ def score_pending(
         return
     if backend == "vllm" and pipeline == "processor":
         score_with_processor(todo, layout, sets, batch_size=batch_size, limits=limits, num_gpus=num_gpus,
-                             on_scored=on_scored, concurrency=concurrency, remote_args=remote_args)
+                             on_scored=on_scored, concurrency=concurrency, remote_args=remote_args,
+                             max_length=max_length)
         return
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
         CheckpointScorer,
-        fn_constructor_kwargs={"sets": sets, "backend": backend, "batch_size": batch_size, "limits": limits},
+        fn_constructor_kwargs={"sets": sets, "backend": backend, "batch_size": batch_size, "limits": limits,
+                               "max_length": max_length, "gpus": num_gpus},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(concurrency, len(todo))),
         num_cpus=1,
@@ -188,11 +196,17 @@ def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | N
     return removed
 
 
+# Streaming: seconds between passes over the unfinished cells' checkpoints when a pass found nothing
+# (doubling from the first to the second while nothing new is trained; the sweep's end ends the wait).
+FOLLOW_WAIT_S = (2.0, 30.0)
+
+
 class Scoring:
     """Scores what is trained: once (`evaluate`), or in a loop beside a running sweep (streaming)."""
 
     def __init__(self, spec, study):
         from growthpace.evaluators.backends import resolve, resolve_pipeline
+        from growthpace.jobs.placement import scoring_placement
         from growthpace.jobs.study import tracker_for
         from growthpace.platform.data import load_eval_sets
         from growthpace.platform.models import describe
@@ -202,12 +216,15 @@ class Scoring:
         self.sets = load_eval_sets(spec)
         self.set_hash = eval_set_hash(self.sets, spec.evaluation.max_new_tokens)
         largest = max(describe(m.name, study.tokenizer)[0] for m in spec.models)
-        self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=spec.evaluation.gpus_per_actor > 0)
+        gpu = any(scoring_placement(spec.evaluation, m.size).gpus > 0 for m in spec.models)
+        self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=gpu)
         say = active().note_once if active() is not None else console.print
         say(f"evaluate: backend {self.backend} ({why})")
         self.pipeline, why = resolve_pipeline(spec.evaluation.vllm_pipeline, spec.evaluation.gpus_per_actor, self.backend,
                                              remote_storage=study.layout.remote)
         say(f"evaluate: pipeline {self.pipeline} ({why})")
+        # one engine length for every cell: checkpoints of one shape then share a warm engine
+        self.max_length = max((c.training["max_length"] for c in study.cells), default=1024)
         self.scored = self.skipped = 0
         self.finished: set[str] = set()
 
@@ -217,15 +234,22 @@ class Scoring:
 
     def once(self) -> int:
         """Score what lacks a result; then every trained cell is complete: retention, its run finished."""
-        from growthpace.jobs.placement import scoring_remote_args
+        from growthpace.jobs.placement import scoring_placement
 
         ev, layout = self.spec.evaluation, self.study.layout
-        found = pending(self.study.cells, layout, self.set_hash)
+        # a finished cell (every epoch scored, retention applied) is not re-checked on the next pass
+        found = pending([c for c in self.study.cells if c.cell_id not in self.finished], layout, self.set_hash)
         if active() is not None:
             active().scored_before(found.done)
-        score_pending(found, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
-                      concurrency=ev.concurrency, limits=ev.max_new_tokens, num_gpus=ev.gpus_per_actor,
-                      on_scored=self._log, pipeline=self.pipeline, remote_args=scoring_remote_args(ev))
+        size = {c.cell_id: c.size for c in self.study.cells}
+        for s in dict.fromkeys(size[ck["cell_id"]] for ck in found.todo):
+            # one size at a time: its own actors (warm engines of one shape), GPUs and node type
+            where = scoring_placement(ev, s)
+            part = Pending(todo=[ck for ck in found.todo if size[ck["cell_id"]] == s])
+            score_pending(part, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
+                          concurrency=where.concurrency, limits=ev.max_new_tokens, num_gpus=where.gpus,
+                          on_scored=self._log, pipeline=self.pipeline, remote_args=where.remote_args,
+                          max_length=self.max_length)
         self.scored += len(found.todo)
         self.skipped = found.done if not found.todo else self.skipped
         for cell in self.study.cells:
@@ -239,11 +263,15 @@ class Scoring:
 
     def follow(self, sweep_done: threading.Event, errors: list[BaseException]) -> None:
         """Score each cell as soon as it has finished training, until the sweep is over."""
+        wait = FOLLOW_WAIT_S[0]
         try:
             while True:
                 last = sweep_done.is_set()
-                if not self.once() and not last:
-                    sweep_done.wait(2.0)
+                if self.once():
+                    wait = FOLLOW_WAIT_S[0]
+                elif not last:  # nothing new: look less often, up to once per FOLLOW_WAIT_S[1]
+                    sweep_done.wait(wait)
+                    wait = min(2 * wait, FOLLOW_WAIT_S[1])
                 if last:
                     return
         except BaseException as e:  # re-raised in the main thread

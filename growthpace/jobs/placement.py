@@ -3,7 +3,8 @@
 - A trial's workers share one node when it fits one (STRICT_PACK: all-reduce over NVLink, not the
   network); a size can be pinned to a node type by accelerator type or a custom resource, so the
   smaller sizes never take the nodes the largest one needs.
-- Scoring actors can have their own node group (evaluation.resources).
+- Scoring actors can have their own node group (evaluation.resources), and per model size their own
+  GPUs (tensor parallel), node type and number of actors (evaluation.resources.by_size).
 - The longest trials start first: with max_concurrent_trials slots, a long trial started last would
   leave the cluster waiting on it alone at the end.
 Only Ray Train's and Ray Data's public arguments are built here; nothing starts Ray.
@@ -11,6 +12,7 @@ Only Ray Train's and Ray Data's public arguments are built here; nothing starts 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from growthpace.platform.batching import global_batch, optimizer_steps
@@ -36,15 +38,30 @@ def scaling_config(cell: Cell):
     )
 
 
-def scoring_remote_args(evaluation) -> dict[str, Any]:
-    """Extra Ray arguments of each scoring actor (map_batches): its node group, when the spec names one."""
-    r = evaluation.resources
+@dataclass(frozen=True)
+class ScoringPlacement:
+    """One model size's scoring actors: GPUs each (its engine's tensor parallel), how many, and the
+    extra Ray arguments that put them on their node group."""
+
+    gpus: float
+    concurrency: int
+    remote_args: dict[str, Any]
+
+
+def scoring_placement(evaluation, size: str | None = None) -> ScoringPlacement:
+    """The scoring actors of ``size`` (EvaluationSpec.scoring_for: by_size over the evaluation-wide settings)."""
+    own = evaluation.scoring_for(size)
     args: dict[str, Any] = {}
-    if r.custom:
-        args["resources"] = dict(r.custom)
-    if r.accelerator_type:
-        args["accelerator_type"] = r.accelerator_type
-    return args
+    if own.custom:
+        args["resources"] = dict(own.custom)
+    if own.accelerator_type:
+        args["accelerator_type"] = own.accelerator_type
+    return ScoringPlacement(gpus=own.gpus, concurrency=own.concurrency, remote_args=args)
+
+
+def scoring_remote_args(evaluation, size: str | None = None) -> dict[str, Any]:
+    """Extra Ray arguments of each scoring actor (map_batches): its node group, when the spec names one."""
+    return scoring_placement(evaluation, size).remote_args
 
 
 def estimated_cost(cell: Cell, params: int) -> float:

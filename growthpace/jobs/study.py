@@ -13,7 +13,7 @@ from growthpace.platform.chat import ChatEncoder
 from growthpace.platform.data import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
                                      write_cell_tokens)
 from growthpace.platform.footprint import checkpoint_footprint
-from growthpace.platform.models import PRESETS, ensure_base_model, ensure_tokenizer, param_count, train_tokenizer
+from growthpace.platform.models import PRESETS, ensure_base_model, ensure_tokenizer, param_count, read_or_train_bpe
 from growthpace.platform.spec import Spec
 from growthpace.platform.storage import Layout, write_json
 
@@ -49,8 +49,8 @@ def prepare(spec: Spec, *, write: bool, ray: tuple[str, ...] = ()) -> Study:
     check_inputs(spec, cells, layout, write=write, ray=ray)  # everything read and validated before the first write
     if write:
         tokenizer, key = ensure_tokenizer(layout, dataset.train_records(), dataset.fingerprint)
-    else:
-        tokenizer, key = train_tokenizer(dataset.train_records()), None
+    else:  # the same BPE that ensure_tokenizer stores, bare: plan imports neither transformers nor torch
+        tokenizer, key = read_or_train_bpe(layout, dataset.train_records(), dataset.fingerprint), None
     return Study(spec, layout, dataset, cells, tokenizer, key)
 
 
@@ -62,7 +62,6 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
     it must load), for the writing commands every trained cell's checkpoints (platform/checkpoints.py), and
     for the commands that use Ray (``ray``: "training", "scoring") whether the cluster can place every
     trial and scoring actor (platform/capacity.py): Ray starts only after every file check passed."""
-    from growthpace.evaluators.results import check_checkpoints
     from growthpace.platform.data import load_eval_sets
     from growthpace.platform.models import check_model
 
@@ -73,6 +72,8 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
         if write or not m.params:
             check_model(m.name, f"models[{i}].name")
     if write:
+        from growthpace.evaluators.results import check_checkpoints  # imports the scorers (sympy): not for plan
+
         check_checkpoints(cells, layout)
         check_stored(cells, layout)
     if ray:
@@ -117,11 +118,15 @@ def check_scoring_backend(spec: Spec) -> None:
     from growthpace.platform.spec import SpecError
 
     ev = spec.evaluation
-    if ev.gpus_per_actor > 0 and ev.backend != "transformers":
+    gpus, field = ev.gpus_per_actor, "evaluation.gpus_per_actor"
+    for size, own in ev.resources.by_size.items():
+        if not gpus and own.gpus:
+            gpus, field = own.gpus, f"evaluation.resources.by_size.{size}.gpus"
+    if gpus > 0 and ev.backend != "transformers":
         problem = available()
         if problem:
             raise SpecError(
-                f"field 'evaluation.gpus_per_actor': scoring asks for {ev.gpus_per_actor:g} GPU(s) per actor but "
+                f"field '{field}': scoring asks for {gpus:g} GPU(s) per actor but "
                 f"{problem}: install the gpu extra (pip install 'growthpace[gpu]', or use the project's image "
                 "deploy/Dockerfile), or set evaluation.backend: transformers"
             )
@@ -162,24 +167,18 @@ def plan_rows(study: Study) -> list[dict]:
     declares a throughput (None otherwise); hours = GPU-hours / the trial's GPUs.
     """
     declared = getattr(study.dataset, "declared", False)
-    enc = None if declared else ChatEncoder(study.tokenizer)
     models = {m.name: m for m in study.spec.models}
-    lengths: dict[int, int] = {}
     params = model_params(study)
+    selected = [] if declared else [study.dataset.pool.select(c.allocation, c.seed) for c in study.cells]
+    lengths = {} if declared else _item_lengths(study, selected)
     rows = []
-    for cell in study.cells:
+    for i, cell in enumerate(study.cells):
         if declared:
             items = cell.allocation.total
             tokens = study.dataset.tokens(cell.allocation, cell.training["max_length"])
         else:
-            records = study.dataset.pool.select(cell.allocation, cell.seed)
-            items = len(records)
-            tokens = 0
-            for r in records:
-                key = id(r)  # pool records live as long as the study
-                if key not in lengths:
-                    lengths[key] = len(enc.example(r.messages, cell.training["max_length"])[0])
-                tokens += lengths[key]
+            items = len(selected[i])
+            tokens = sum(lengths[(id(r), cell.training["max_length"])] for r in selected[i])
         gpus = cell.workers * cell.gpus_per_worker
         t = cell.training
         batch = global_batch(t["per_device_batch"], cell.workers, t["grad_accum"])
@@ -218,6 +217,23 @@ def plan_rows(study: Study) -> list[dict]:
             }
         )
     return rows
+
+
+def _item_lengths(study: Study, selected: list[list]) -> dict[tuple[int, int], int]:
+    """(id of a pool record, max_length) -> its training tokens (ChatEncoder.lengths), for every item some
+    cell selects: all of them in one batched tokenizer call. Pool records live as long as the study."""
+    wanted: dict[tuple[int, int], object] = {}
+    for cell, records in zip(study.cells, selected):
+        for r in records:
+            wanted.setdefault((id(r), cell.training["max_length"]), r)
+    by_length: dict[int, list[tuple[int, int]]] = {}
+    for key in wanted:
+        by_length.setdefault(key[1], []).append(key)
+    enc = ChatEncoder(study.tokenizer)
+    out: dict[tuple[int, int], int] = {}
+    for max_length, keys in by_length.items():
+        out.update(zip(keys, enc.lengths([wanted[k].messages for k in keys], max_length)))
+    return out
 
 
 def tracker_for(study: Study):

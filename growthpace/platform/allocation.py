@@ -79,6 +79,7 @@ class Pool:
     def __init__(self, curated: dict[str, list[Record]], synthetic: list[Record] | None):
         self.curated = curated
         self.synthetic = synthetic or []
+        self._orders: dict[tuple[int, int, bool], pl.DataFrame] = {}
 
     @classmethod
     def load(cls, root: Path, train_split: str, with_synthetic: bool) -> "Pool":
@@ -91,6 +92,15 @@ class Pool:
         return {a: len(v) for a, v in self.curated.items()}
 
     def _ordered(self, records: list[Record], seed: int, by_ability: bool) -> pl.DataFrame:
+        """The seed's order of ``records`` (one of this pool's lists), computed once: ``plan`` selects
+        from the same list for every cell, and hashing a 40,960-item pool per cell dominated it."""
+        key = (id(records), seed, by_ability)
+        if key not in self._orders:
+            self._orders[key] = self._order(records, seed, by_ability)
+        return self._orders[key]
+
+    @staticmethod
+    def _order(records: list[Record], seed: int, by_ability: bool) -> pl.DataFrame:
         return (
             pl.DataFrame(
                 {

@@ -125,15 +125,28 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
                         f"{who}: placement strict_pack keeps a trial's {r.workers} workers on one node, and no node "
                         f"holds {shown} {gone}; set placement: pack (or fewer workers) (cluster: {has})"))
     ev = spec.evaluation
-    gpus = ev.gpus_per_actor
-    actor = {"CPU": 1.0, "GPU": gpus, **ev.resources.custom, **_pin(ev.resources.accelerator_type)}
-    k = too_big(actor) if scoring and (gpus > 0 or ev.resources.custom or ev.resources.accelerator_type) else None
-    if k == "GPU" or (k == "CPU" and gpus > 0):
-        largest = max((s.get("GPU", 0.0) for s in shapes), default=0.0)
-        out.append(("evaluation.gpus_per_actor", f"each scoring actor asks for {_fmt(gpus)} GPU (and 1 CPU); the "
-                                                 f"largest node has {_fmt(largest)} GPU {gone} (cluster: {has})"))
-    elif k is not None:
-        fld = "evaluation.resources.accelerator_type" if k.startswith(ACCELERATOR) else f"evaluation.resources.custom.{k}"
-        out.append((fld, f"each scoring actor asks for {', '.join(f'{_fmt(v)} {n}' for n, v in actor.items() if v > 0)}; "
-                         f"no node of the cluster offers that {gone} (cluster: {has})"))
+    for size in dict.fromkeys(m.size for m in spec.models):
+        own = ev.resources.by_size.get(size)
+        where = ev.scoring_for(size)
+
+        def field(name: str, wide: str) -> str:  # the setting this size's value came from
+            return f"evaluation.resources.by_size.{size}.{name}" if own is not None and getattr(own, name) is not None else wide
+
+        who = f"each scoring actor of size {size}" if own is not None else "each scoring actor"
+        gpus = where.gpus
+        actor = {"CPU": 1.0, "GPU": gpus, **where.custom, **_pin(where.accelerator_type)}
+        k = too_big(actor) if scoring and (gpus > 0 or where.custom or where.accelerator_type) else None
+        if k == "GPU" or (k == "CPU" and gpus > 0):
+            largest = max((s.get("GPU", 0.0) for s in shapes), default=0.0)
+            problem = (field("gpus", "evaluation.gpus_per_actor"), f"{who} asks for {_fmt(gpus)} GPU (and 1 CPU); the "
+                                                                   f"largest node has {_fmt(largest)} GPU {gone} (cluster: {has})")
+        elif k is not None:
+            fld = (field("accelerator_type", "evaluation.resources.accelerator_type") if k.startswith(ACCELERATOR)
+                   else field("custom", "evaluation.resources.custom") + f".{k}")
+            problem = (fld, f"{who} asks for {', '.join(f'{_fmt(v)} {n}' for n, v in actor.items() if v > 0)}; "
+                            f"no node of the cluster offers that {gone} (cluster: {has})")
+        else:
+            continue
+        if problem not in out:  # sizes without their own settings share one message
+            out.append(problem)
     return out

@@ -7,20 +7,37 @@ Loss is taken only on assistant text and its <eot>.
 
 from __future__ import annotations
 
-from growthpace.platform.abilities import ASSISTANT, EOT, USER
+from growthpace.platform.abilities import ASSISTANT, EOT, PAD, USER
 
 IGNORE = -100
 
 
 class ChatEncoder:
+    """Takes a transformers tokenizer, or a bare ``tokenizers.Tokenizer`` (what ``plan`` trains: it
+    counts tokens without importing transformers); both give the same ids for the same trained BPE."""
+
     def __init__(self, tokenizer):
         self.tok = tokenizer
-        ids = tokenizer.convert_tokens_to_ids([USER, ASSISTANT, EOT])
-        self.user, self.assistant, self.eot = ids
-        self.pad = tokenizer.pad_token_id
+        from tokenizers import Tokenizer  # the Rust library alone: no transformers import
+
+        self._bare = isinstance(tokenizer, Tokenizer)
+        if self._bare:
+            self.user, self.assistant, self.eot, self.pad = map(tokenizer.token_to_id, (USER, ASSISTANT, EOT, PAD))
+        else:
+            self.user, self.assistant, self.eot = tokenizer.convert_tokens_to_ids([USER, ASSISTANT, EOT])
+            self.pad = tokenizer.pad_token_id
 
     def text(self, s: str) -> list[int]:
-        return self.tok(s, add_special_tokens=False)["input_ids"]
+        return self.texts([s])[0]
+
+    def texts(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added: one batched call (per-call overhead
+        dominates one call per text)."""
+        if not texts:
+            return []
+        if self._bare:
+            return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+        return self.tok(texts, add_special_tokens=False)["input_ids"]
 
     def turn(self, role: str, content: str) -> list[int]:
         return self._frame([role], [self.text(content)], 10**9)[0]
@@ -32,9 +49,25 @@ class ChatEncoder:
     def examples(self, conversations, max_length: int) -> list[tuple[list[int], list[int]]]:
         """``example`` for many conversations, with one batched tokenizer call for all their texts
         (per-call overhead dominates one call per turn)."""
-        texts = [content for messages in conversations for _, content in messages]
-        encoded = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
+        encoded = iter(self.texts([content for messages in conversations for _, content in messages]))
         return [self._frame([role for role, _ in m], [next(encoded) for _ in m], max_length) for m in conversations]
+
+    def lengths(self, conversations, max_length: int) -> list[int]:
+        """``len(example(m, max_length)[0])`` for each conversation, without building the ids: ``plan``
+        counts every item of a DoIT-scale pool. _frame adds a role tag and an <eot> to each turn."""
+        counts = iter(self.text_lengths([content for messages in conversations for _, content in messages]))
+        return [min(sum(next(counts) + 2 for _ in m), max_length) for m in conversations]
+
+    def text_lengths(self, texts: list[str]) -> list[int]:
+        """``len(self.text(t))`` for each text; each distinct text encoded once (answers repeat: "A")."""
+        distinct = list(dict.fromkeys(texts))
+        if self._bare:
+            # encode_batch_fast: encode_batch's ids without the offsets, which no count needs
+            counts = [len(e) for e in self.tok.encode_batch_fast(distinct, add_special_tokens=False)] if distinct else []
+        else:
+            counts = [len(ids) for ids in self.texts(distinct)]
+        by_text = dict(zip(distinct, counts))
+        return [by_text[t] for t in texts]
 
     def _frame(self, roles, texts, max_length: int) -> tuple[list[int], list[int]]:
         ids: list[int] = []

@@ -6,6 +6,8 @@ wherever the cell's ``checkpoints.json`` points), holding the names in ``Layout`
     model/        HF weights (*.safetensors, maybe sharded with an index), config.json, tokenizer
     deepspeed/    the DeepSpeed state training resumes from
     epoch.json    {"epoch": N, "train_loss": ...}
+    digests.json  model/'s content hash and each file's size and sha256 (``write_digests``, rank 0,
+                  right after the weights): the driver reads it instead of re-reading the weights
 
 platform/train.py writes it; evaluation reads it through this module only. The checks read file
 headers, never weights, so they cost no download from an object store.
@@ -42,6 +44,13 @@ def model_dir(checkpoint: str | StoragePath) -> StoragePath:
     return as_location(checkpoint) / Layout.CHECKPOINT_MODEL
 
 
+def checkpoint_dtype(model: str | StoragePath) -> str:
+    """The dtype a model folder's weights were saved in (config.json ``dtype``, older ``torch_dtype``):
+    scoring fp16-trained weights in bf16 adds noise to near-tied perplexity rankings."""
+    config = json.loads((as_location(model) / "config.json").read_text())
+    return str(config.get("dtype") or config.get("torch_dtype") or "float32").removeprefix("torch.")
+
+
 def checkpoint_list(layout: Layout, cell_id: str) -> list[dict]:
     """The entries of a cell's checkpoints.json; a torn or malformed file is a CheckpointError naming it."""
     marker = layout.cell_checkpoints(cell_id)
@@ -58,12 +67,71 @@ def _weights(model: StoragePath, suffixes: tuple[str, ...]) -> list[StoragePath]
     return sorted(p for p in model.glob("*") if p.suffix in suffixes and p.is_file()) if model.is_dir() else []
 
 
-def checkpoint_hash(path: str | StoragePath) -> str | None:
-    """Content hash of a checkpoint's weights and config; None once its weights were deleted."""
-    model = model_dir(path)
+def _hashed_files(model: StoragePath) -> list[StoragePath] | None:
+    """The files the content hash covers, in order; None once the weights were deleted."""
     files = _weights(model, (*WEIGHT_SUFFIXES, ".json"))
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
+    return files if any(p.suffix in WEIGHT_SUFFIXES for p in files) else None
+
+
+class _Both:
+    """Feeds each block to the checkpoint's hash and to the file's own (one read of every byte)."""
+
+    def __init__(self, whole, one):
+        self.whole, self.one = whole, one
+
+    def update(self, block: bytes) -> None:
+        self.whole.update(block)
+        self.one.update(block)
+
+    def hexdigest(self) -> str:
+        return self.one.hexdigest()
+
+
+def _content_hash(files: list[StoragePath]) -> tuple[str, dict[str, dict]]:
+    """(the checkpoint's content hash, name -> {bytes, sha256})."""
+    whole = hashlib.sha256()
+    per_file = {}
+    for f in files:
+        whole.update(f.name.encode())
+        per_file[f.name] = {"bytes": size_and_mtime(f)[0], "sha256": file_sha256(f, _Both(whole, hashlib.sha256()))}
+    return whole.hexdigest()[:16], per_file
+
+
+def write_digests(checkpoint: str | StoragePath) -> str:
+    """Where the weights are written (rank 0, before the checkpoint is reported): model/'s content
+    hash and file digests into digests.json beside it, so scoring 500 checkpoints does not re-read
+    every weight byte over the network. Returns the hash."""
+    ck = as_location(checkpoint)
+    files = _hashed_files(ck / Layout.CHECKPOINT_MODEL)
+    if files is None:
+        raise CheckpointError(f"{ck / Layout.CHECKPOINT_MODEL}: no weights to digest")
+    digest, per_file = _content_hash(files)
+    write_json(ck / Layout.CHECKPOINT_DIGESTS, {"hash": digest, "files": per_file})
+    return digest
+
+
+def _from_digests(checkpoint: str | StoragePath, files: list[StoragePath]) -> str | None:
+    """The hash digests.json recorded, when it lists exactly these files at these sizes."""
+    try:
+        seen = read_json(as_location(checkpoint) / Layout.CHECKPOINT_DIGESTS)
+        listed = {name: int(f["bytes"]) for name, f in seen["files"].items()}
+        if listed == {f.name: size_and_mtime(f)[0] for f in files}:
+            return str(seen["hash"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # absent or unreadable: hash the files
+    return None
+
+
+def checkpoint_hash(path: str | StoragePath) -> str | None:
+    """Content hash of a checkpoint's weights and config; None once its weights were deleted. From
+    digests.json when it matches the files (names and sizes), else by reading them."""
+    model = model_dir(path)
+    files = _hashed_files(model)
+    if files is None:
         return None
+    recorded = _from_digests(path, files)
+    if recorded is not None:
+        return recorded
     # Hashing reads every weight byte (tens of GB per checkpoint of a 33b model, from the object store
     # when storage is one), so a node-local memo keeps each hash under the files' names, sizes and
     # modification times. As git does with racy timestamps, a memo counts only for files last modified
@@ -77,11 +145,7 @@ def checkpoint_hash(path: str | StoragePath) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     started = time.time_ns()
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        file_sha256(f, h)
-    digest = h.hexdigest()[:16]
+    digest = _content_hash(files)[0]
     try:
         write_json(memo, {"hash": digest, "hashed_at_ns": started, "checkpoint": str(path)})
     except OSError:

@@ -47,10 +47,10 @@ def _corpus(records: list[Record]) -> list[str]:
     return [content for r in records for _, content in r.messages]
 
 
-def train_tokenizer(records: list[Record]):
-    """A byte-level BPE over the training text, with the study's chat tokens as special tokens."""
+def train_bpe(records: list[Record]):
+    """A byte-level BPE over the training text, with the study's chat tokens as special tokens: a
+    ``tokenizers.Tokenizer``, which needs neither transformers nor torch (``plan`` counts with it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -62,8 +62,15 @@ def train_tokenizer(records: list[Record]):
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(records), trainer=trainer)
+    return tok
+
+
+def train_tokenizer(records: list[Record]):
+    """``train_bpe`` as the transformers tokenizer that training saves with every preset base model."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(records),
         pad_token=PAD,
         eos_token=EOT,
         bos_token=None,
@@ -71,10 +78,18 @@ def train_tokenizer(records: list[Record]):
     )
 
 
-def llama_config(preset: Preset, vocab_size: int):
-    from transformers import LlamaConfig
+def vocab_size(tokenizer) -> int:
+    """Token count of a tokenizer, chat tokens included: a ``tokenizers.Tokenizer`` or a transformers one."""
+    from tokenizers import Tokenizer
 
-    return LlamaConfig(
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer.get_vocab_size(with_added_tokens=True)
+    return len(tokenizer)
+
+
+def preset_config(preset: Preset, vocab_size: int) -> dict:
+    """A preset as the fields of its LlamaConfig (config.json's names): the one definition of a preset model."""
+    return dict(
         vocab_size=vocab_size,
         hidden_size=preset.hidden,
         intermediate_size=preset.intermediate,
@@ -85,6 +100,29 @@ def llama_config(preset: Preset, vocab_size: int):
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
     )
+
+
+def llama_config(preset: Preset, vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**preset_config(preset, vocab_size))
+
+
+def llama_params(config: dict) -> int:
+    """Parameters of a Llama-architecture model from its config.json fields, by arithmetic (no torch):
+    embeddings, per layer the attention projections, the gated MLP and two RMSNorms, the final norm,
+    and an output head unless tied. Biases as the config declares them (attention_bias, mlp_bias)."""
+    h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or h // heads
+    attn_bias, mlp_bias = bool(config.get("attention_bias")), bool(config.get("mlp_bias"))
+    q, kv = heads * head_dim, kv_heads * head_dim
+    attention = h * (q + 2 * kv) + q * h + (q + 2 * kv + h if attn_bias else 0)
+    mlp = 3 * h * inter + (2 * inter + h if mlp_bias else 0)
+    embed = config["vocab_size"] * h
+    head = 0 if config.get("tie_word_embeddings", False) else embed  # LlamaConfig's default
+    return embed + layers * (attention + mlp + 2 * h) + h + head
 
 
 def count_params(config) -> int:
@@ -118,20 +156,46 @@ def describe(name: str, tokenizer=None) -> tuple[int, object]:
     """(parameter count, config) without materialising weights. A preset's vocabulary is its
     tokenizer's; before one is trained, VOCAB_SIZE, the size the BPE is trained to (chat tokens included)."""
     if name in PRESETS:
-        config = llama_config(PRESETS[name], len(tokenizer) if tokenizer is not None else VOCAB_SIZE)
-    else:
-        from transformers import AutoConfig
+        vocab = vocab_size(tokenizer) if tokenizer is not None else VOCAB_SIZE
+        return llama_params(preset_config(PRESETS[name], vocab)), llama_config(PRESETS[name], vocab)
+    from transformers import AutoConfig
 
-        try:
-            config = AutoConfig.from_pretrained(name)
-        except (OSError, ValueError) as e:  # ValueError: a config.json without a known model_type
-            raise ModelError(f"model {name!r}: not a preset ({', '.join(PRESETS)}) nor a loadable path: {e}") from None
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as e:  # ValueError: a config.json without a known model_type
+        raise ModelError(f"model {name!r}: not a preset ({', '.join(PRESETS)}) nor a loadable path: {e}") from None
     return count_params(config), config
 
 
 def param_count(name: str, tokenizer=None) -> int:
-    """The one parameter count of a model (plan and report): a preset's or an HF config's, no weights built."""
+    """The one parameter count of a model (plan and report), no weights built. A preset's is arithmetic
+    on its config (torch and transformers stay unimported: ``plan`` is instant); so is a local folder's
+    whose config.json is a Llama's; any other HF model is built on the meta device from its config."""
+    if name in PRESETS:
+        vocab = vocab_size(tokenizer) if tokenizer is not None else VOCAB_SIZE
+        return llama_params(preset_config(PRESETS[name], vocab))
+    config = _local_config(name)
+    if config is not None and config.get("model_type") in _LLAMA_TYPES and all(k in config for k in _LLAMA_KEYS):
+        return llama_params(config)
     return describe(name, tokenizer)[0]
+
+
+# model_type values whose modeling code has exactly llama_params' layout (transformers' LlamaForCausalLM)
+_LLAMA_TYPES = ("llama",)
+_LLAMA_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _local_config(name: str) -> dict | None:
+    import json
+
+    path = Path(name).expanduser() / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # describe's AutoConfig then names what is wrong with it
+    return config if isinstance(config, dict) else None
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -164,11 +228,33 @@ def check_model(name: str, field: str = "model") -> None:
                              "naming its class (e.g. {\"tokenizer_class\": \"LlamaTokenizer\"}); add it")
 
 
+def tokenizer_key(data_fingerprint: str) -> str:
+    return f"bpe{VOCAB_SIZE}-{data_fingerprint[:10]}"
+
+
+def read_or_train_bpe(layout: Layout, records: list[Record], data_fingerprint: str):
+    """The preset tokenizer as a bare ``tokenizers.Tokenizer``, writing nothing: the one ensure_tokenizer
+    stored for this dataset when there is one (training the BPE is most of a DoIT-scale plan), else
+    trained here, as ensure_tokenizer would train it."""
+    from tokenizers import Tokenizer
+
+    from growthpace.platform.storage import StoredFileError
+
+    stored = layout.tokenizer(tokenizer_key(data_fingerprint)) / "tokenizer.json"
+    if not stored.exists():
+        return train_bpe(records)
+    try:
+        return Tokenizer.from_str(stored.read_text(encoding="utf-8"))
+    except Exception as e:  # tokenizers raises its own types; training would fail on the same file
+        raise StoredFileError(f"{stored}: damaged ({str(e)[:200] or type(e).__name__}); delete {stored.parent} "
+                              "and the next `growthpace run` trains and stores it again") from None
+
+
 def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: str):
     """Train (once per dataset) and store the preset tokenizer; return (tokenizer, key)."""
     from transformers import AutoTokenizer
 
-    key = f"bpe{VOCAB_SIZE}-{data_fingerprint[:10]}"
+    key = tokenizer_key(data_fingerprint)
     path = layout.tokenizer(key)
     if not (path / "tokenizer.json").exists():
         tok = train_tokenizer(records)
@@ -192,7 +278,7 @@ def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, 
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(llama_config(PRESETS[name], len(tokenizer)))
+        model = AutoModelForCausalLM.from_config(llama_config(PRESETS[name], vocab_size(tokenizer)))
 
         def save(d: Path) -> None:
             model.save_pretrained(d)

@@ -78,11 +78,25 @@ class Resources(_Strict):
     )
 
 
+class SizeScoring(_Strict):
+    """One model size's scoring actors; an unset field takes the evaluation-wide value."""
+
+    gpus: Float | None = Field(None, ge=0, description="GPUs per scoring actor of this size (vLLM tensor parallel "
+                                                       "over them when >= 2); default evaluation.gpus_per_actor")
+    accelerator_type: str | None = Field(None, min_length=1, description="node type of this size's scoring actors "
+                                                                         "(Ray's accelerator names), e.g. H200 for 33b")
+    custom: dict[str, float] | None = Field(None, description="custom Ray resources per scoring actor of this size")
+    concurrency: Int | None = Field(None, ge=1, description="scoring actors (warm engines) of this size; default "
+                                                            "evaluation.concurrency")
+
+
 class ScoringResources(_Strict):
-    """Where scoring actors run: their own node group, apart from the training nodes."""
+    """Where scoring actors run: their own node group, apart from the training nodes, and per model size."""
 
     accelerator_type: str | None = Field(None, min_length=1, description="accelerator of the scoring nodes (Ray's names)")
     custom: dict[str, float] = Field({}, description="custom Ray resources per scoring actor, e.g. {scoring_node: 1}")
+    by_size: dict[str, SizeScoring] = Field({}, description="per model size (models[].size): GPUs, node type and "
+                                                            "actors of its scoring, e.g. {33b: {gpus: 2, accelerator_type: H200}}")
 
 
 class ModelTraining(_Strict):
@@ -280,12 +294,25 @@ class EvaluationSpec(_Strict):
         "auto",
         description="how a vllm backend scores: 'processor' = ray.data.llm vLLMEngineProcessor, one processor "
         "(one engine) per checkpoint, torn down before the next; 'actor' = the engine inside the scoring "
-        "actor; 'auto' = processor when scoring runs on GPUs (gpus_per_actor > 0), else actor. "
+        "actor, kept warm across checkpoints (each next one's weights loaded in place); 'auto' = actor. "
         "Only matters when the resolved backend is vllm",
     )
     resources: ScoringResources = ScoringResources()
     streaming: Bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
+
+    def scoring_for(self, size: str | None = None) -> SizeScoring:
+        """The scoring actors of one model size: resources.by_size[size] with every unset field taken
+        from the evaluation-wide settings (gpus_per_actor, resources, concurrency)."""
+        own = self.resources.by_size.get(size) if size is not None else None
+
+        def pick(name: str, default):
+            value = getattr(own, name) if own is not None else None
+            return default if value is None else value
+
+        return SizeScoring(gpus=float(pick("gpus", self.gpus_per_actor)),
+                           accelerator_type=pick("accelerator_type", self.resources.accelerator_type),
+                           custom=dict(pick("custom", self.resources.custom)), concurrency=pick("concurrency", self.concurrency))
 
     def warmup_for(self, epochs: int) -> int:
         if self.warmup_epochs is not None:
@@ -522,6 +549,9 @@ def _references(spec: Spec) -> list[tuple[str, str]]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             out.append((f"evaluation.max_new_tokens.{kind}", f"not a question kind{hint}; expected one of {', '.join(KINDS)}"))
     sizes = [m.size for m in spec.models]
+    for size in spec.evaluation.resources.by_size:
+        if size not in sizes:
+            out.append((f"evaluation.resources.by_size.{size}", f"{size!r} is not one of the models' sizes {sizes}"))
     if spec.analysis.recommend_size is not None and spec.analysis.recommend_size not in sizes:
         out.append(("analysis.recommend_size", f"{spec.analysis.recommend_size!r} is not one of the models' sizes {sizes}"))
     grid = _grid_sources(spec)

@@ -469,6 +469,7 @@ class Layout:
     CHECKPOINT_MODEL = "model"
     CHECKPOINT_STATE = "deepspeed"
     CHECKPOINT_EPOCH = "epoch.json"
+    CHECKPOINT_DIGESTS = "digests.json"  # model/'s content hash and file digests, written with the weights
 
     def __init__(self, root: "str | StoragePath"):
         self.root = as_location(root)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from growthpace.platform.batching import epoch_order, global_batch, rank_micro_batches, steps_per_epoch
+from growthpace.platform.checkpoints import write_digests
 from growthpace.platform.packing import attention_implementation, collate
 from growthpace.platform.storage import Layout
 
@@ -189,6 +190,7 @@ class CellTraining:
         with rss_growth(self.memory, "save"):
             self.save_weights(out / Layout.CHECKPOINT_MODEL)
         if self.rank == 0:
+            write_digests(out)  # the driver reads the content hash instead of re-reading the weights
             (out / Layout.CHECKPOINT_EPOCH).write_text(json.dumps({"epoch": epoch, "train_loss": loss}))
 
     def save_weights(self, out: Path) -> None:

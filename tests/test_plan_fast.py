@@ -1,0 +1,117 @@
+"""`plan` counts what training trains on, without torch or transformers (issue 13: `plan` is instant)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from growthpace.platform.models import PRESETS, llama_params, param_count, preset_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What a `plan` process loaded by the time it exits (atexit runs after the CLI's own exit).
+LOADED = """
+import atexit, json, runpy, sys
+atexit.register(lambda: sys.stderr.write("LOADED=" + json.dumps(sorted({m.split(".")[0] for m in sys.modules})) + "\\n"))
+sys.argv = ["growthpace", *sys.argv[1:]]
+runpy.run_module("growthpace.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def _spec(tmp_path, small_data, models=("llama-nano", "llama-micro")) -> Path:
+    raw = {
+        "name": "t",
+        "storage": str(tmp_path / "s"),
+        "models": [{"name": m, "size": f"s{i}"} for i, m in enumerate(models)],
+        "data": {"root": str(small_data), "train_split": "1000", "sources": ["curated", "synthetic"],
+                 "volumes": [10, 40, 100]},
+        "training": {"epochs": 2, "max_length": 48},  # short enough that some items are cut
+        "evaluation": {"splits": ["valid", "test"], "ood": True},
+    }
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def test_plan_imports_neither_torch_nor_transformers(tmp_path, small_data):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", LOADED, "plan", str(_spec(tmp_path, small_data)), "--json"],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["totals"]["tokens"] > 0
+    loaded = set(json.loads(out.stderr.split("LOADED=")[-1].splitlines()[0]))
+    assert "growthpace" in loaded  # the probe saw the CLI's modules
+    assert not loaded & {"torch", "transformers"}, loaded & {"torch", "transformers"}
+
+
+def _cells_tokens_as_trained(spec, tmp_path):
+    """Per cell id: the input ids training reads (write_cell_tokens with ensure_tokenizer's tokenizer)."""
+    from growthpace.jobs.study import prepare
+    from growthpace.platform.data import read_cell_tokens, write_cell_data, write_cell_tokens
+    from growthpace.platform.models import ensure_tokenizer
+    from growthpace.platform.storage import Layout
+
+    study = prepare(spec, write=False)
+    layout = Layout(tmp_path / "trained")
+    tok, _ = ensure_tokenizer(layout, study.dataset.train_records(), study.dataset.fingerprint)
+    counts = {}
+    for cell in study.cells:
+        write_cell_data(layout, cell, study.dataset)
+        examples = read_cell_tokens(write_cell_tokens(layout, cell, tok))
+        counts[cell.cell_id] = sum(len(ids) for ids, _ in examples)
+    return counts, layout
+
+
+def test_plan_counts_the_tokens_training_trains_on(tmp_path, small_data):
+    from growthpace.jobs.study import plan_rows, prepare
+    from growthpace.platform.spec import load_spec
+
+    spec = load_spec(_spec(tmp_path, small_data))
+    trained, layout = _cells_tokens_as_trained(spec, tmp_path)
+    planned = {r["cell_id"]: r["tokens"] for r in plan_rows(prepare(spec, write=False))}
+    assert planned == trained
+    assert min(trained.values()) > 0
+    # plan reads the tokenizer a run stored instead of training one: the same counts
+    stored = spec.model_copy(update={"storage": str(layout.root)})
+    assert {r["cell_id"]: r["tokens"] for r in plan_rows(prepare(stored, write=False))} == trained
+
+
+def test_damaged_stored_tokenizer_is_named(tmp_path, small_data):
+    from growthpace.jobs.study import prepare
+    from growthpace.platform.data import load_dataset
+    from growthpace.platform.models import tokenizer_key
+    from growthpace.platform.spec import load_spec
+    from growthpace.platform.storage import Layout, StoredFileError
+
+    spec = load_spec(_spec(tmp_path, small_data))
+    f = Layout(spec.storage_path).tokenizer(tokenizer_key(load_dataset(spec).fingerprint)) / "tokenizer.json"
+    f.parent.mkdir(parents=True)
+    f.write_text("{not json")
+    with pytest.raises(StoredFileError, match="tokenizer.json: damaged"):
+        prepare(spec, write=False)
+
+
+@pytest.mark.parametrize("vocab", [2048, 1900])
+def test_preset_params_by_arithmetic_equal_the_torch_models(vocab):
+    from growthpace.platform.models import count_params, llama_config
+
+    for name, preset in PRESETS.items():
+        assert llama_params(preset_config(preset, vocab)) == count_params(llama_config(preset, vocab)), name
+
+
+def test_llama_folder_params_from_config_json(tmp_path):
+    from transformers import LlamaConfig
+
+    from growthpace.platform.models import count_params
+
+    shapes = [dict(num_key_value_heads=2, tie_word_embeddings=False),  # GQA, own output head
+              dict(num_key_value_heads=4, attention_bias=True, mlp_bias=True, head_dim=24)]
+    for i, extra in enumerate(shapes):
+        cfg = LlamaConfig(vocab_size=3001, hidden_size=96, intermediate_size=200, num_hidden_layers=3,
+                          num_attention_heads=4, **extra)
+        cfg.save_pretrained(tmp_path / str(i))
+        assert param_count(str(tmp_path / str(i))) == count_params(cfg), extra
