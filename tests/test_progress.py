@@ -10,6 +10,8 @@ def test_library_output_goes_to_the_log_and_events_to_the_console(tmp_path, capf
     log = tmp_path / "logs" / "ray.log"
     with study_view(log, cells=2, checkpoints=4) as view:
         assert active() is view
+        view.capture()
+        view.capture()  # once: a second call changes nothing
         with study_view(log) as inner:  # a step inside `run` shares the run's view
             assert inner is view
         os.write(2, b"core_worker.cc:2465: C++ noise\n")
@@ -55,3 +57,18 @@ def test_live_view_on_a_terminal_draws_both_counts(tmp_path):
     term.print(view._render())
     text = term.export_text()
     assert "[train]" in text and "2/4 cells trained" in text and "5/12 checkpoints scored" in text and "1 failed" in text
+
+
+def test_a_study_stopped_before_capture_writes_no_log_and_prints_nothing(tmp_path, capfd):
+    """A bad spec fails in prepare, before capture(): its error line must stand alone, nothing written."""
+    log = tmp_path / "store" / "logs" / "ray.log"
+    try:
+        with study_view(log) as view:
+            assert active() is view
+            raise ValueError("field 'data.volumes': bad")
+    except ValueError:
+        pass
+    assert active() is None
+    assert not (tmp_path / "store").exists()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

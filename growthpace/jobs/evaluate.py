@@ -287,6 +287,7 @@ def run_evaluate(spec, study=None) -> pl.DataFrame:
 
     with view_for(spec) as view:
         study = study or prepare(spec, write=True, ray=("scoring",))
+        view.capture()
         view.set_totals(len(study.cells), sum(c.epochs for c in study.cells))
         connect(spec)
         t0 = time.time()

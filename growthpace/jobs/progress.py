@@ -164,6 +164,16 @@ class StudyView:
 
     def __enter__(self) -> StudyView:
         global _active
+        _active = self
+        return self
+
+    def capture(self) -> None:
+        """From here on the libraries' output goes to the log file and the live view starts.
+
+        Called once the study's inputs are validated: a spec rejected before its first write leaves no
+        log file behind and its one error line alone on the console."""
+        if self._saved:
+            return
         self.log.parent.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -176,7 +186,6 @@ class StudyView:
         self._stream = os.fdopen(os.dup(terminal), "w", buffering=1, encoding="utf-8", errors="replace")
         console.file = self._stream
         console.soft_wrap = True  # a long path stays one line; the terminal wraps it, not rich
-        _active = self
         self.note(f"Ray, DeepSpeed and MLflow output: {self.log}")
         if console.is_terminal:
             from rich.live import Live
@@ -186,7 +195,6 @@ class StudyView:
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
             self._refresh()
-        return self
 
     def finish(self) -> None:
         """Stop the live view, leaving its last state as one line (before the closing summary)."""
@@ -197,6 +205,9 @@ class StudyView:
 
     def __exit__(self, *exc) -> None:
         global _active
+        _active = None
+        if not self._saved:  # stopped before capture(): nothing was redirected
+            return
         self.finish()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -207,7 +218,6 @@ class StudyView:
         console.file = None  # back to sys.stderr
         console.soft_wrap = False
         self._stream.close()
-        _active = None
         if exc[0] is not None and not issubclass(exc[0], (KeyboardInterrupt, SystemExit)):
             console.print(f"Ray, DeepSpeed and MLflow output of this run: {self.log}", highlight=False, soft_wrap=True)
 

@@ -25,6 +25,7 @@ def run_sweep(spec: Spec, beside=None) -> Study:
 def _sweep(spec: Spec, beside, view) -> Study:
     preflight(spec.tracking_uri)
     study = prepare(spec, write=True, ray=("training", "scoring") if beside else ("training",))
+    view.capture()
     view.set_totals(len(study.cells), sum(c.epochs for c in study.cells))
     bases = materialise(study)
     _, _, run_ids = tracker_for(study)
