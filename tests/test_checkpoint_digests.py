@@ -31,6 +31,10 @@ def test_digests_give_the_same_hash_without_reading_weights(tmp_path, monkeypatc
     changed = checkpoints.checkpoint_hash(ck)
     assert changed != hashed and "model.safetensors" in reads
 
+    written = checkpoints.write_digests(ck)
+    (model / "model.safetensors").write_bytes(b"c" * 101)  # the same size rewritten in place: its time tells
+    assert checkpoints.checkpoint_hash(ck) != changed
+
     (model / "model.safetensors").unlink()  # retention removed the weights: no hash, digests or not
     assert checkpoints.checkpoint_hash(ck) is None
 

@@ -6,7 +6,7 @@ wherever the cell's ``checkpoints.json`` points), holding the names in ``Layout`
     model/        HF weights (*.safetensors, maybe sharded with an index), config.json, tokenizer
     deepspeed/    the DeepSpeed state training resumes from
     epoch.json    {"epoch": N, "train_loss": ...}
-    digests.json  model/'s content hash and each file's size and sha256 (``write_digests``, rank 0,
+    digests.json  model/'s content hash and each file's size, time and sha256 (``write_digests``, rank 0,
                   right after the weights): the driver reads it instead of re-reading the weights
 
 platform/train.py writes it; evaluation reads it through this module only. The checks read file
@@ -93,7 +93,8 @@ def _content_hash(files: list[StoragePath]) -> tuple[str, dict[str, dict]]:
     per_file = {}
     for f in files:
         whole.update(f.name.encode())
-        per_file[f.name] = {"bytes": size_and_mtime(f)[0], "sha256": file_sha256(f, _Both(whole, hashlib.sha256()))}
+        size, mtime = size_and_mtime(f)
+        per_file[f.name] = {"bytes": size, "mtime_ns": mtime, "sha256": file_sha256(f, _Both(whole, hashlib.sha256()))}
     return whole.hexdigest()[:16], per_file
 
 
@@ -111,11 +112,12 @@ def write_digests(checkpoint: str | StoragePath) -> str:
 
 
 def _from_digests(checkpoint: str | StoragePath, files: list[StoragePath]) -> str | None:
-    """The hash digests.json recorded, when it lists exactly these files at these sizes."""
+    """The hash digests.json recorded, when it lists exactly these files at these sizes and modification
+    times: weights rewritten in place later (same names, same size) have a newer time and are read again."""
     try:
         seen = read_json(as_location(checkpoint) / Layout.CHECKPOINT_DIGESTS)
-        listed = {name: int(f["bytes"]) for name, f in seen["files"].items()}
-        if listed == {f.name: size_and_mtime(f)[0] for f in files}:
+        listed = {name: (int(f["bytes"]), int(f["mtime_ns"])) for name, f in seen["files"].items()}
+        if listed == {f.name: tuple(size_and_mtime(f)) for f in files}:
             return str(seen["hash"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # absent or unreadable: hash the files
@@ -124,7 +126,7 @@ def _from_digests(checkpoint: str | StoragePath, files: list[StoragePath]) -> st
 
 def checkpoint_hash(path: str | StoragePath) -> str | None:
     """Content hash of a checkpoint's weights and config; None once its weights were deleted. From
-    digests.json when it matches the files (names and sizes), else by reading them."""
+    digests.json when it matches the files (names, sizes and times), else by reading them."""
     model = model_dir(path)
     files = _hashed_files(model)
     if files is None:
