@@ -5,6 +5,7 @@ synthetic scores, per-item predictions and the sweep's checkpoint lists, then `g
 on it as a user would.
 """
 
+import html
 import json
 import math
 from pathlib import Path
@@ -196,7 +197,9 @@ def test_run_closes_with_the_report_its_findings_and_the_mlflow_command(local_st
     index = str(store / "report" / "index.html")
     _closing_summary(spec, SimpleNamespace(layout=Layout(store)), index)
     out = capsys.readouterr().err.splitlines()
-    sentences = json.loads((store / "report" / "summary.json").read_text())["headline"]["sentences"]
+    summary = json.loads((store / "report" / "summary.json").read_text())
     assert out[0] == f"report: {index}"
-    assert [line.strip() for line in out[1:-1]] == sentences
+    assert out[1].strip() == summary["formulation"]["sentence"]
+    assert html.escape(summary["formulation"]["sentence"]) in Path(index).read_text(encoding="utf-8")
+    assert [line.strip() for line in out[2:-1]] == summary["headline"]["sentences"]
     assert out[-1].startswith(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///{store.resolve()}/mlflow.db")

@@ -161,4 +161,5 @@ def test_console_lines(uri, expect):
     lines = console_lines(s, "runs/local/report/index.html", uri)
     assert lines[0] == "report: runs/local/report/index.html"
     assert lines[-1].startswith(expect)
-    assert lines[1:-1] == [f"  {x}" for x in headline_sentences(s["headline"])]
+    assert lines[1].startswith("  Scores use the letter formulation")  # no formulation in the summary: the study's
+    assert lines[2:-1] == [f"  {x}" for x in headline_sentences(s["headline"])]

@@ -154,7 +154,7 @@ TRUE_WORDS = ("正确", "对", "T", "√", "V")
 FALSE_WORDS = ("错误", "错", "F", "×", "X")
 
 
-def _gold_truth(gold: str) -> bool | None:
+def gold_truth(gold: str) -> bool | None:
     g = gold.strip()
     return True if g in TRUE_WORDS else False if g in FALSE_WORDS else None
 
@@ -173,7 +173,7 @@ def question_kind(record: Record) -> str:
     if record.type == "chinese":
         return "choice" if letter_gold else "cloze"
     if record.type == "history" and not letter_gold:
-        if _gold_truth(record.gold) is None:
+        if gold_truth(record.gold) is None:
             raise ValueError(
                 f"{record.key}: field 'messages': a history item's gold must be a letter A-D or one of "
                 f"{'/'.join(TRUE_WORDS + FALSE_WORDS)}, got {record.gold!r}"
@@ -184,7 +184,7 @@ def question_kind(record: Record) -> str:
 
 # An option line starts (after indentation) with "A. ", "A.", "A．", "A、", "A)", "A）", "(A)" or "（A）".
 # Colons are deliberately not option markers: dialogues use "A：" as speaker labels.
-_OPTION_LINE = re.compile(r"^[ \t\u3000]*(?:[(（][ \t]*([A-H])[ \t]*[)）]|([A-H])[ \t]*[.．、)）])", re.M)
+OPTION_LINE = re.compile(r"^[ \t\u3000]*(?:[(（][ \t]*([A-H])[ \t]*[)）]|([A-H])[ \t]*[.．、)）])", re.M)
 
 
 def _last_user_turn(record: Record) -> str:
@@ -200,7 +200,7 @@ def n_options(record: Record) -> int:
     in the last user turn; fewer than two (options written inline) gives the default, 4."""
     if record.question_format == 0 and record.choices:
         return min(len(record.choices), len(ALL_OPTION_LETTERS))
-    found = {a or b for a, b in _OPTION_LINE.findall(_last_user_turn(record))}
+    found = {a or b for a, b in OPTION_LINE.findall(_last_user_turn(record))}
     n = 0
     while n < len(ALL_OPTION_LETTERS) and ALL_OPTION_LETTERS[n] in found:
         n += 1
@@ -270,7 +270,7 @@ def _tf_str(value: bool | None) -> str:
 
 def _score_true_false(record: Record, prediction: Prediction) -> tuple[str, bool]:
     parsed = parse_true_false(prediction.text)
-    return _tf_str(parsed), parsed is not None and parsed == _gold_truth(record.gold)
+    return _tf_str(parsed), parsed is not None and parsed == gold_truth(record.gold)
 
 
 # ---------------------------------------------------------------------------------------------

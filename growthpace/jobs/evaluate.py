@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from growthpace.evaluators import formulation
 from growthpace.evaluators.results import (
     ROW_COLUMNS,
     EvalSets,
@@ -223,6 +224,7 @@ class Scoring:
         self.pipeline, why = resolve_pipeline(spec.evaluation.vllm_pipeline, spec.evaluation.gpus_per_actor, self.backend,
                                              remote_storage=study.layout.remote)
         say(f"evaluate: pipeline {self.pipeline} ({why})")
+        say(f"evaluate: {formulation.describe(spec.evaluation.formulation)}")
         # one engine length for every cell: checkpoints of one shape then share a warm engine
         self.max_length = max((c.training["max_length"] for c in study.cells), default=1024)
         self.scored = self.skipped = 0

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from growthpace.platform import growth, page, plots
-from growthpace.platform.analysis import analyse
+from growthpace.platform.analysis import analyse, formulations
 from growthpace.platform.models import param_count
 from growthpace.platform.selection import select
 from growthpace.platform.storage import Layout, StoragePath, is_remote, read_json, read_parquet, upload_tree, write_bytes
@@ -158,7 +158,9 @@ def write_report(scores: pl.DataFrame, folder: StoragePath, study: str, warmup_f
             cell_costs=cell_costs(storage, scores, spec),
         )
         summary = {"study": study, "cells": scores["cell_id"].n_unique(),
-                   "checkpoints": scores.select("cell_id", "epoch").unique().height, **summary}
+                   "checkpoints": scores.select("cell_id", "epoch").unique().height, **summary,
+                   "formulation": formulations(scores, selected,
+                                               list(spec.evaluation.formulation) if spec is not None else None)}
         plots.draw(summary, measured, fits, rec, tmp)
         if rec is not None:
             write_bytes(tmp / f"{rec.name}.yaml", page.mix_yaml(rec, study).encode())

@@ -263,3 +263,49 @@ def _decisions(measured: growth.Measured, params: dict[str, float], seed: int, c
     out["cost_smaller"] = decisions.cost_of(costs, [k for k in costs if k[0] in out["smaller"]])
     out["cost_target"] = decisions.cost_of(costs, [k for k in costs if k[0] == out["target"]])
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Formulations: which one every score used, and the secondary ones beside the primary
+
+
+def formulations(scores: pl.DataFrame, selected: pl.DataFrame, listed: list[str] | None = None) -> dict:
+    """What the report says of formulations (evaluators/formulation.py): the primary (every other number
+    of the report is its), a sentence naming it, and one row per (size, source, volume, mix, split,
+    ability), seeds averaged, with each secondary formulation's score at the checkpoint the primary
+    selected (selection reads the primary's valid scores only). ``listed``: the spec's
+    evaluation.formulation; without it, read from the stored split names (primary: letter unless
+    letter is a secondary)."""
+    from growthpace.evaluators.formulation import describe, parse_split
+
+    parsed = {s: parse_split(s) for s in (scores["split"].unique().to_list() if scores.height else [])}
+    stored = sorted({f for _, f in parsed.values() if f})
+    if listed is None:
+        listed = ["option" if "letter" in stored else "letter", *stored]
+    primary, secondary = listed[0], [f for f in listed[1:] if f in stored]
+    out = {"primary": primary, "secondary": list(listed[1:]), "sentence": describe(listed), "rows": []}
+    if not secondary or selected.is_empty():
+        return out
+    setting, where = ["size", "source", "volume", "mix"], ["cell_id", "split", "ability"]
+    columns = ["cell_id", *setting, "split", "ability", "score", "expected", "formulation"]
+    frames = [selected.with_columns(formulation=pl.lit(primary)).select(columns)]
+    for f in secondary:
+        names = {s: b for s, (b, g) in parsed.items() if g == f}
+        frames.append(scores.filter(pl.col("split").is_in(list(names)))
+                      .with_columns(pl.col("split").replace_strict(names, return_dtype=pl.String), formulation=pl.lit(f))
+                      .join(selected.select(*where, "selected_epoch"), on=where)
+                      .filter(pl.col("epoch") == pl.col("selected_epoch")).select(columns))
+    keys = [*setting, "split", "ability"]
+    long = (pl.concat(frames, how="vertical_relaxed").group_by([*keys, "formulation"])
+            .agg(pl.col("score").mean(), pl.col("expected").mean(), seeds=pl.col("cell_id").n_unique()))
+    rows: dict[tuple, dict] = {}
+    for r in long.iter_rows(named=True):
+        row = rows.setdefault(tuple(r[k] for k in keys), {**{k: r[k] for k in keys}, "seeds": 0, "scores": {},
+                                                        "baselines": {}})
+        row["scores"][r["formulation"]] = growth._num(r["score"])
+        row["baselines"][r["formulation"]] = growth._num(r["expected"])
+        row["seeds"] = max(row["seeds"], r["seeds"])
+    in_order = {a: i for i, a in enumerate(ABILITIES)}
+    out["rows"] = sorted(rows.values(), key=lambda r: (r["size"], r["source"], r["volume"], r["mix"], r["split"],
+                                                       in_order.get(r["ability"], len(in_order)), r["ability"]))
+    return out

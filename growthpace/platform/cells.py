@@ -102,6 +102,8 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
     training = {k: v for k, v in spec.training.model_dump().items() if k not in _NOT_RESULT_FIELDS}
     training.pop("epochs_by_volume")
     training.pop("epochs")
+    if training["choice_target"] == "letter":  # the study's default: cells keep the ids they had before the field
+        training.pop("choice_target")
     cells = []
     seen: dict[str, str] = {}
     for m in spec.models:

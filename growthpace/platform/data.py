@@ -7,11 +7,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from growthpace.evaluators.formulation import FormulationError, formulate, split_name, with_choice_target
 from growthpace.platform.allocation import Pool, card
 from growthpace.platform.records import (
     DataError,
     Record,
     curated_path,
+    ood_path,
     read_ood,
     read_split,
     synthetic_path,
@@ -64,14 +66,25 @@ def load_dataset(spec: Spec) -> Dataset:
 
 
 def load_eval_sets(spec: Spec) -> dict[tuple[str, str], list[Record]]:
-    """(split, ability or OOD subject) -> items, for every set the spec scores."""
-    sets: dict[tuple[str, str], list[Record]] = {}
+    """(split, ability or OOD subject) -> items, for every set the spec scores, in every formulation
+    it lists (evaluation.formulation): the primary's under the split's own name, each other one's
+    under ``test.letter`` etc. (evaluators/formulation.py ``split_name``)."""
+    read: dict[tuple[str, str], tuple[Path, list[Record]]] = {}
     for split in spec.evaluation.splits:
         for ability, records in read_split(spec.data_root, split).items():
-            sets[(split, ability)] = records
+            read[(split, ability)] = (curated_path(spec.data_root, split, ability), records)
     if spec.evaluation.ood:
         for subject, records in read_ood(spec.data_root, OOD_SUBJECTS).items():
-            sets[("ood", subject)] = records
+            read[("ood", subject)] = (ood_path(spec.data_root, subject), records)
+    formulations = spec.evaluation.formulation
+    sets: dict[tuple[str, str], list[Record]] = {}
+    for formulation in formulations:
+        for (split, ability), (path, records) in read.items():
+            try:
+                sets[(split_name(split, formulation, formulations[0]), ability)] = [
+                    formulate(r, formulation) for r in records]
+            except FormulationError as e:
+                raise DataError(f"{path}: {ability} {e} (evaluation.formulation: {formulation})") from None
     return sets
 
 
@@ -83,7 +96,8 @@ def write_cell_data(layout: Layout, cell, dataset: Dataset) -> dict:
         from growthpace.platform.storage import read_json
 
         return read_json(card_path)
-    records = dataset.pool.select(cell.allocation, cell.seed)
+    target = cell.training.get("choice_target", "letter")
+    records = [with_choice_target(r, target) for r in dataset.pool.select(cell.allocation, cell.seed)]
     if is_remote(path):
         with tempfile.TemporaryDirectory() as d:
             write_records(Path(d) / path.name, records)

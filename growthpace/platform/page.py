@@ -190,7 +190,8 @@ def _separated(p: dict, rows: dict[str, dict]) -> str:
 
 def console_lines(summary: dict, index: str, tracking_uri: str) -> list[str]:
     """The closing lines of `growthpace run`: where the report is, its headline findings, how to see MLflow."""
-    lines = [f"report: {index}", *(f"  {s}" for s in headline_sentences(summary["headline"]))]
+    lines = [f"report: {index}", f"  {_formulation(summary)['sentence']}",
+             *(f"  {s}" for s in headline_sentences(summary["headline"]))]
     if tracking_uri.startswith("sqlite:///"):
         lines.append(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 "
                      "(then open http://127.0.0.1:5000)")
@@ -214,7 +215,31 @@ def _head(s: dict, study: str) -> str:
         methods=html.escape(", ".join(f"{n} by {m}" for m, n in b["rows_by_method"].items())),
         model=html.escape(s["model"]),
         cost_basis=html.escape(" and ".join(bases) if bases else "none recorded or planned (n/a)"),
+        formulation=html.escape(_formulation(s)["sentence"]),
     )
+
+
+def _formulation(s: dict) -> dict:
+    """summary["formulation"]; a summary from before formulations existed used the study's letter rule."""
+    from growthpace.evaluators.formulation import describe
+
+    return s.get("formulation") or {"primary": "letter", "secondary": [], "sentence": describe(["letter"]), "rows": []}
+
+
+def _formulations(s: dict) -> str:
+    """The secondary formulations' scores beside the primary's, at the checkpoints the primary selected."""
+    fm = _formulation(s)
+    if not fm["secondary"]:
+        return ""
+    listed = [fm["primary"], *fm["secondary"]]
+    rows = [[r["size"], r["source"], r["volume"], r["mix"], r["split"], r["ability"],
+             *(f(r["scores"].get(x)) for x in listed), *(f(r["baselines"].get(x)) for x in listed)]
+            for r in fm["rows"]]
+    table = html_table(["size", "source", "volume", "mix", "split", "ability",
+                        *(f"{x}{' (primary)' if x == fm['primary'] else ''}" for x in listed),
+                        *(f"baseline {x}" for x in listed)], rows)
+    return block("formulations", primary=html.escape(fm["primary"]),
+                 secondary=html.escape(", ".join(fm["secondary"])), table=table)
 
 
 def _costs(s: dict) -> list[dict]:
@@ -370,6 +395,6 @@ def render(summary: dict, study: str, selected: pl.DataFrame) -> str:
     conf = int(round(s["bootstrap"]["confidence"] * 100))
     return "\n".join([
         _head(s, study), _pace(s), _sources(s), _ood(s), _extrapolation(s),
-        _holdout(s, conf), _decisions(s, conf), _paired(s), _recommendation(s),
+        _holdout(s, conf), _decisions(s, conf), _paired(s), _recommendation(s), _formulations(s),
         block("selected", table=selected_table(selected)),
     ]) + "\n"

@@ -53,6 +53,11 @@ def _no_bool(v):
 ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_no_bool)]
 
 
+def _one_or_list(v):
+    """`formulation: option` is the one-item list [option]."""
+    return [v] if isinstance(v, str) else v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -274,6 +279,9 @@ class TrainingSpec(_Strict):
         "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
         "an object store (docs/cluster.md)")
     max_concurrent_trials: Int = Field(2, ge=1)
+    choice_target: Literal["letter", "letter_text"] = Field(
+        "letter", description="the reply a choice item is trained on: 'letter' (the study's: `B`) or 'letter_text' "
+        "(the option's line: `B. heart`; evaluators/formulation.py); part of the cell's items and id")
 
     def epochs_for(self, volume: int | None) -> int:
         if volume is not None and volume in self.epochs_by_volume:
@@ -300,6 +308,16 @@ class EvaluationSpec(_Strict):
     resources: ScoringResources = ScoringResources()
     streaming: Bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
+    formulation: Annotated[list[Literal["letter", "option"]], BeforeValidator(_one_or_list)] = Field(
+        ["letter"], min_length=1,
+        description="how choice and true/false items are put to the model (docs/scoring.md): 'letter' (the "
+        "study's rule) or 'option' (option texts ranked by perplexity, OLMES cloze), or a list of them: the first "
+        "is the primary (selection, tables, fits), the others are scored and reported beside it")
+
+    @field_validator("formulation")
+    @classmethod
+    def _unique_formulations(cls, v: list[str]) -> list[str]:
+        return _unique(v, "formulations")
 
     def scoring_for(self, size: str | None = None) -> SizeScoring:
         """The scoring actors of one model size: resources.by_size[size] with every unset field taken

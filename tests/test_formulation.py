@@ -1,0 +1,294 @@
+"""Formulations (evaluators/formulation.py): the option transform of every kind, its baselines, the
+training replies of training.choice_target, the spec fields, and a two-formulation eval's keys."""
+
+import polars as pl
+import pytest
+import yaml
+
+from growthpace.evaluators.formulation import (
+    FORMULATIONS, FormulationError, letter_text_replies, option_lines, parse_split, split_name, to_option,
+    with_choice_target,
+)
+from growthpace.evaluators.scoring import Prediction, expected_score, needs, question_kind, score
+from growthpace.platform.records import Record
+
+BIO = Record("biology", "b1", (("user", "Which organelle holds the DNA?\nA. ribosome\nB. nucleus\nC. mitochondrion\n"
+                                "D. cell membrane"), ("assistant", "B")), 0)
+DIALOGUE = Record("understanding", "u1", (
+    ("user", "My sister lives in Lima."), ("assistant", "Got it."),
+    ("user", "Question: Where does my sister live?\nA. Cairo\nB. Lima\nC. Rome"), ("assistant", "C")), 0)
+OOD = Record("physician", "p1", (
+    ("user", "Lack of which vitamin causes scurvy?\nA. vitamin B12\nB. vitamin A\nC. vitamin D\nD. vitamin C"),
+    ("assistant", "D"),
+    ("user", "Which organ is inflamed in hepatitis?\nA. liver\nB. lung\nC. kidney\nD. pancreas"),
+    ("assistant", "A")), 0)
+
+
+def tf(gold: str) -> Record:
+    return Record("history", f"t-{gold}", (("user", "判断：秦朝统一了六国。"), ("assistant", gold)), 0)
+
+
+def test_choice_with_four_options_ranks_the_option_lines_gold_first_then_letter_order():
+    o = to_option(BIO)
+    assert question_kind(BIO) == "choice" and question_kind(o) == "perplexity" and needs(o) == "rank"
+    assert o.choices == ("B. nucleus", "A. ribosome", "C. mitochondrion", "D. cell membrane")
+    assert o.prompt == BIO.prompt and o.gold == "B. nucleus"
+    assert expected_score(o) == pytest.approx(0.25)
+    assert score(o, Prediction(candidate_nll=(1.0, 2.0, 2.0, 3.0))).correct
+    assert not score(o, Prediction(candidate_nll=(2.0, 1.0, 2.0, 3.0))).correct
+    assert not score(o, Prediction(candidate_nll=(1.0, 1.0, 2.0, 3.0))).correct  # a tie stays wrong
+
+
+def test_choice_with_three_options_and_a_dialogue_before_it():
+    o = to_option(DIALOGUE)
+    assert o.choices == ("C. Rome", "A. Cairo", "B. Lima")
+    assert o.messages[:3] == DIALOGUE.messages[:3]  # "Got it." is no option letter: the dialogue is as it was
+    assert expected_score(o) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("gold, candidates", [("正确", ("正确", "错误")), ("对", ("正确", "错误")),
+                                              ("错误", ("错误", "正确")), ("×", ("错误", "正确"))])
+def test_true_false_ranks_the_gold_word_against_its_opposite(gold, candidates):
+    o = to_option(tf(gold))
+    assert question_kind(tf(gold)) == "true_false"
+    assert o.choices == candidates and o.gold == candidates[0] and o.question_format == 1
+    assert expected_score(o) == pytest.approx(0.5)
+    assert score(o, Prediction(candidate_nll=(0.5, 0.7))).correct
+    assert not score(o, Prediction(candidate_nll=(0.7, 0.5))).correct
+
+
+def test_ood_five_shot_item_ranks_its_own_options_and_its_worked_examples_show_option_lines():
+    o = to_option(OOD)
+    assert o.choices == ("A. liver", "B. lung", "C. kidney", "D. pancreas")
+    assert o.messages[1] == ("assistant", "D. vitamin C")  # the worked example, as the formulation writes answers
+    assert o.prompt[-1] == OOD.prompt[-1]
+
+
+@pytest.mark.parametrize("record", [
+    Record("chinese", "c1", (("user", "成语填空：朝三暮_"), ("assistant", "四")), 0),  # cloze: exact match
+    Record("math", "m1", (("user", "1+1=?"), ("assistant", "2")), 0, answer="2"),
+    Record("ethics", "e1", (("user", "Which are wrong?\nA. lie\nB. help\nC. cheat\nD. thank"), ("assistant", "AC")), 0),
+    Record("code", "k1", (("user", "Write f"), ("assistant", "def f(): pass")), 1, choices=("a", "b", "c")),
+])
+def test_kinds_without_one_option_text_to_rank_stay_as_the_study_scores_them(record):
+    assert to_option(record) is record
+
+
+def test_option_lines_are_read_robustly():
+    assert option_lines("Q?\n(A) one\n  (B) two\nC、three\nD）four") == {
+        "A": "(A) one", "B": "(B) two", "C": "C、three", "D": "D）four"}
+    passage = "A. an option-like line of a passage\nQuestion?\nA. x\nB. y"
+    assert option_lines(passage) == {"A": "A. x", "B": "B. y"}  # the last run of options
+    assert list(option_lines("Q\n" + "\n".join(f"{c}. o{c}" for c in "ABCDEFGH"))) == list("ABCDEFGH")
+    assert option_lines("A：你好\nB：再见") == {}  # speaker labels are not options
+    assert option_lines("Q\nA. x\nC. z") == {"A": "A. x"}  # a gap ends the run
+
+
+@pytest.mark.parametrize("text, why", [("Pick one: A. x B. y C. z", "no option lines"),
+                                       ("Pick one:\nA. x\nB. y\nC. z", "gold letter 'D' is not one")])
+def test_an_item_whose_options_cannot_be_read_is_an_error_naming_it(text, why):
+    bad = Record("reasoning", "r7", (("user", text), ("assistant", "D")), 0)
+    with pytest.raises(FormulationError, match=rf"item 'r7'.*{why}"):
+        to_option(bad)
+
+
+def test_choice_target_letter_text_gives_bare_letters_their_option_line():
+    assert with_choice_target(BIO, "letter") is BIO
+    assert with_choice_target(BIO, "letter_text").gold == "B. nucleus"
+    assert with_choice_target(OOD, "letter_text").messages[1::2] == (("assistant", "D. vitamin C"), ("assistant", "A. liver"))
+    spaced = Record("biology", "b2", (BIO.messages[0], ("assistant", " B\n")), 0)
+    assert with_choice_target(spaced, "letter_text").gold == "B. nucleus"
+    ethics = Record("ethics", "e2", (("user", "Which are wrong?\nA. lie\nB. help"), ("assistant", "A")), 0)
+    assert with_choice_target(ethics, "letter_text") is ethics  # one letter of a set, not one option
+    assert with_choice_target(tf("正确"), "letter_text") == tf("正确")
+    not_an_option = Record("biology", "b3", (BIO.messages[0], ("assistant", "E")), 0)
+    assert with_choice_target(not_an_option, "letter_text") is not_an_option
+
+
+def test_choice_target_on_synthetic_replies_a_bare_letter_gets_its_text_a_hedge_stays():
+    bare = Record("synthetic", "s1", (("user", "Which?\nA. tea\nB. coffee"), ("assistant", "B")), 0)
+    hedge = Record("history", "s2", (("user", "Who?\nA. Qin\nB. Han"),
+                                     ("assistant", "I believe the answer is B, though other views exist.")), 0)
+    assert with_choice_target(bare, "letter_text").gold == "B. coffee"
+    assert with_choice_target(hedge, "letter_text") is hedge  # a synthetic history gold need not parse: no error
+    assert letter_text_replies((("assistant", "A"),)) == (("assistant", "A"),)  # no question before it
+
+
+def test_a_letter_text_reply_still_scores_under_the_letter_rule():
+    reply = with_choice_target(BIO, "letter_text").gold
+    verdict = score(BIO, Prediction(text=reply, letter_logprobs={"A": -3.0, "B": -0.1, "C": -4.0, "D": -5.0}))
+    assert verdict.correct and verdict.parsed == "B"
+
+
+def test_split_names_of_secondary_formulations_are_mlflow_metric_names():
+    from mlflow.utils.validation import validate_param_and_metric_name
+
+    assert split_name("test", "option", "option") == "test"
+    assert split_name("test", "letter", "option") == "test.letter"
+    assert parse_split("test.letter") == ("test", "letter") and parse_split("valid") == ("valid", None)
+    assert parse_split("cmmlu/0shot") == ("cmmlu/0shot", None)
+    assert validate_param_and_metric_name(f"{split_name('ood', 'letter', 'option')}/physician")
+
+
+# ------------------------------------------------------------------------------------------- the spec
+
+
+def _spec_file(tmp_path, small_data, evaluation=None, training=None):
+    raw = {"name": "t", "storage": str(tmp_path / "s"), "models": [{"name": "llama-nano", "size": "a"}],
+           "data": {"root": str(small_data), "train_split": "1000", "sources": ["curated"], "volumes": [10]},
+           "training": {"epochs": 2, **(training or {})}, "evaluation": evaluation or {}}
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return p
+
+
+def test_spec_formulation_default_one_name_or_a_list(tmp_path, small_data):
+    from growthpace.platform.spec import EvaluationSpec, load_spec
+
+    assert load_spec(_spec_file(tmp_path, small_data)).evaluation.formulation == ["letter"]
+    assert load_spec(_spec_file(tmp_path, small_data, {"formulation": "option"})).evaluation.formulation == ["option"]
+    two = load_spec(_spec_file(tmp_path, small_data, {"formulation": ["option", "letter"]}))
+    assert two.evaluation.formulation == ["option", "letter"]
+    assert set(EvaluationSpec.model_fields["formulation"].annotation.__args__[0].__args__) == set(FORMULATIONS)
+
+
+@pytest.mark.parametrize("value, why", [("cloze", "letter"), (["option", "option"], "duplicate"), ([], "at least 1")])
+def test_a_bad_formulation_names_the_field(tmp_path, small_data, value, why):
+    from growthpace.platform.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError, match=rf"field 'evaluation\.formulation.*{why}"):
+        load_spec(_spec_file(tmp_path, small_data, {"formulation": value}))
+
+
+def test_choice_target_is_part_of_the_cell_id_and_the_default_keeps_the_old_ids(tmp_path, small_data):
+    from growthpace.platform.allocation import Pool
+    from growthpace.platform.cells import expand
+    from growthpace.platform.spec import SpecError, load_spec
+
+    pool = Pool.load(small_data, "1000", with_synthetic=False)
+    letter = expand(load_spec(_spec_file(tmp_path, small_data)), pool, "fp")[0]
+    text = expand(load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "letter_text"})), pool, "fp")[0]
+    assert "choice_target" not in letter.training and text.training["choice_target"] == "letter_text"
+    assert letter.cell_id != text.cell_id
+    with pytest.raises(SpecError, match=r"field 'training\.choice_target'"):
+        load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "text"}))
+
+
+def test_letter_text_cells_train_on_option_lines(tmp_path, small_data):
+    from growthpace.platform.cells import expand
+    from growthpace.platform.data import load_dataset, write_cell_data
+    from growthpace.platform.records import read_records
+    from growthpace.platform.spec import load_spec
+    from growthpace.platform.storage import Layout
+
+    spec = load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "letter_text"}))
+    dataset = load_dataset(spec)
+    cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
+    layout = Layout(spec.storage_path)
+    layout.cell_data(cell.cell_id).parent.mkdir(parents=True, exist_ok=True)
+    card = write_cell_data(layout, cell, dataset)
+    written = read_records(layout.cell_data(cell.cell_id), eval_split=False)
+    plain = dataset.pool.select(cell.allocation, cell.seed)
+    bio = [(a, b) for a, b in zip(plain, written) if a.type == "biology"]
+    assert bio and all(b.gold == option_lines(a.prompt[-1][1])[a.gold] for a, b in bio)
+    ethics = [(a, b) for a, b in zip(plain, written) if a.type == "ethics"]
+    assert ethics and all(a == b for a, b in ethics)
+    from growthpace.platform.allocation import card as card_of
+
+    assert card["content_sha256"] == card_of(written)["content_sha256"] != card_of(plain)["content_sha256"]
+
+
+# ----------------------------------------------------------------------------------- the eval sets
+
+
+def test_two_formulations_give_both_sets_of_keys_and_the_hash_follows_the_formulation(tmp_path, small_data):
+    from growthpace.evaluators.results import eval_set_hash, flatten_sets, prediction_rows, scores_from_predictions
+    from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
+    from growthpace.platform.data import load_eval_sets
+    from growthpace.platform.spec import load_spec
+
+    def sets(value):
+        return load_eval_sets(load_spec(_spec_file(tmp_path, small_data, {"formulation": value})))
+
+    letter, option, both = sets("letter"), sets("option"), sets(["option", "letter"])
+    primary = {(s, a) for s in ("valid", "test") for a in ABILITIES} | {("ood", s) for s in OOD_SUBJECTS}
+    assert set(letter) == set(option) == primary
+    assert set(both) == primary | {(f"{s}.letter", a) for s, a in primary}
+    assert both[("test", "biology")] == option[("test", "biology")]
+    assert both[("test.letter", "biology")] == letter[("test", "biology")]
+    assert all(question_kind(r) == "perplexity" for r in option[("test", "biology")])
+    hashes = {eval_set_hash(s, {}) for s in (letter, option, both)}
+    assert len(hashes) == 3
+
+    keys, flat = flatten_sets(both)
+    preds = [Prediction(text="A", candidate_nll=tuple(float(i) for i in range(len(r.choices))) if r.choices else None)
+             for r in flat]
+    rows = pl.DataFrame(prediction_rows("c", 1, "k", "fake", keys, flat, preds))
+    scores = scores_from_predictions(rows)
+    assert set(zip(scores["split"], scores["ability"])) == set(both)
+    ranked = scores.filter((pl.col("split") == "test") & (pl.col("ability") == "biology")).row(0, named=True)
+    assert ranked["score"] == 100.0 and ranked["expected"] == pytest.approx(25.0)  # gold has the lowest NLL
+
+
+def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_path, small_data):
+    import json
+    import shutil
+
+    from growthpace.platform.data import load_eval_sets
+    from growthpace.platform.records import DataError, curated_path
+    from growthpace.platform.spec import load_spec
+
+    root = tmp_path / "data"
+    shutil.copytree(small_data, root)
+    path = curated_path(root, "test", "reasoning")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["messages"][0]["content"] = "Who is tallest? A. Kim B. Max C. Bob D. Cy"
+    first["messages"][-1]["content"] = "A"
+    path.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    p = _spec_file(tmp_path, root, {"formulation": "option"})
+    with pytest.raises(DataError, match=rf"{path}: reasoning item '{first['idx']}': option formulation: no option lines"):
+        load_eval_sets(load_spec(p))
+    assert load_eval_sets(load_spec(_spec_file(tmp_path, root))) is not None  # letter: the item is the study's
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def _scores() -> pl.DataFrame:
+    rows = []
+    for cell, volume in (("c1", 10), ("c2", 40)):
+        for epoch in (1, 2):
+            for split in ("valid", "test", "ood", "valid.letter", "test.letter", "ood.letter"):
+                ability = "physician" if split.startswith("ood") else "biology"
+                letter = split.endswith(".letter")
+                best = 2 if volume == 40 else 1
+                rows.append({"cell_id": cell, "epoch": epoch, "split": split, "ability": ability,
+                             "score": (60.0 if epoch == best else 40.0) - (30.0 if letter else 0.0) + volume / 10,
+                             "expected": 25.0, "items": 20, "model": "m", "size": "a", "source": "curated",
+                             "volume": volume, "mix": "", "seed": 0, "epochs": 2})
+    return pl.DataFrame(rows)
+
+
+def test_report_states_the_formulation_and_shows_the_secondary_at_the_primary_selected_epoch():
+    from growthpace.platform.analysis import formulations
+    from growthpace.platform.page import _formulations, block
+    from growthpace.platform.selection import select
+
+    scores = _scores()
+    selected = select(scores, 0)
+    assert set(selected["split"]) == {"test", "ood"}  # selection reads the primary's splits only
+    fm = formulations(scores, selected, ["option", "letter"])
+    assert fm["primary"] == "option" and fm["secondary"] == ["letter"]
+    assert fm["sentence"].startswith("Scores use the option formulation (OLMES cloze: option texts ranked by "
+                                     "perplexity for choice and true/false items; math, cloze and ethics as the study")
+    by = {(r["volume"], r["split"]): r for r in fm["rows"]}
+    assert by[(10, "test")]["scores"] == {"option": 61.0, "letter": 31.0}  # epoch 1, the option-selected one
+    assert by[(40, "ood")]["scores"] == {"option": 64.0, "letter": 34.0}
+    assert by[(40, "test")]["baselines"] == {"option": 25.0, "letter": 25.0}
+    html = _formulations({"formulation": fm})
+    assert "test.letter" in html and "option (primary)" in html and "31.0" in html
+    assert formulations(scores, selected)["primary"] == "option"  # without a spec: read from the split names
+    alone = formulations(scores.filter(~pl.col("split").str.contains(r"\.")), selected)
+    assert alone["primary"] == "letter" and alone["rows"] == [] and _formulations({"formulation": alone}) == ""
+    assert "$" not in block("formulations", primary="p", secondary="s", table="t")
