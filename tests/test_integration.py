@@ -313,3 +313,50 @@ def test_study_in_an_object_store_scores_like_local_storage(finished_study, ray_
     finally:
         server.stop()
         storage._filesystem.cache_clear()
+
+
+def test_two_formulations_letter_text_training_scored_logged_reported_and_rescored(ray_cluster, small_data, tmp_path):
+    """evaluation.formulation [option, letter] with training.choice_target letter_text, end to end: the
+    cell trains on option lines, every eval item is scored in both formulations (option under the split
+    names, letter under `test.letter` ...), MLflow holds both, the report names them, rescore keeps them."""
+    from growthpace.jobs.run import run_rescore, run_study
+    from growthpace.platform.records import read_records
+
+    spec = _spec(tmp_path, small_data, volumes=[10], evaluation={"formulation": ["option", "letter"]},
+                 training={"choice_target": "letter_text"})
+    index = run_study(spec)
+    layout = Layout(spec.storage_path)
+    scores = pl.read_parquet(layout.scores)
+    (cell_id,) = scores["cell_id"].unique().to_list()
+    trained = read_records(layout.cell_data(cell_id), eval_split=False)
+    assert [r.gold for r in trained if r.type == "biology"][0][1:3] == ". "  # `B. heart`, not `B`
+    splits = set(scores["split"])
+    assert splits == {"valid", "test", "ood", "valid.letter", "test.letter", "ood.letter"}
+    n_sets = 2 * len(ABILITIES) + len(OOD_SUBJECTS)
+    assert scores.height == 2 * 2 * n_sets  # epochs x formulations x sets
+
+    def at(split, ability):
+        return scores.filter((pl.col("split") == split) & (pl.col("ability") == ability) & (pl.col("epoch") == 2))
+
+    assert at("test", "biology")["expected"].to_list() == [25.0] == at("test.letter", "biology")["expected"].to_list()
+    assert at("test", "math")["score"].to_list() == at("test.letter", "math")["score"].to_list()  # math is math
+    preds = pl.read_parquet(layout.cell_predictions(cell_id, 2))
+    kinds = dict(preds.filter(pl.col("ability").is_in(["history", "biology"])).group_by("split")
+                 .agg(pl.col("kind").unique().sort()).iter_rows())
+    assert kinds["test"] == kinds["valid"] == ["perplexity"]
+    assert "choice" in kinds["test.letter"] and set(kinds["test.letter"]) <= {"choice", "true_false"}
+
+    client = _mlflow(spec).tracking.MlflowClient()
+    run_id = read_json(layout.cell_run(cell_id))["run_id"]
+    logged = client.get_metric_history(run_id, "test.letter/biology")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx(
+        scores.filter((pl.col("split") == "test.letter") & (pl.col("ability") == "biology")).sort("epoch")["score"].to_list())
+
+    summary = read_json(layout.report / "summary.json")
+    assert summary["formulation"]["primary"] == "option" and summary["formulation"]["secondary"] == ["letter"]
+    assert {r["split"] for r in summary["formulation"]["rows"]} == {"test", "ood"}
+    page = Path(index).read_text(encoding="utf-8")
+    assert "Scores use the option formulation" in page and "Formulations side by side" in page
+
+    assert run_rescore(spec) == 2
+    assert pl.read_parquet(layout.scores).equals(scores)
