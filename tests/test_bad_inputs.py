@@ -276,6 +276,12 @@ DATA_CASES = [
                r"ood/physician_test\.json:3: field 'idx': duplicate id"),
     _data_case("missing-ood-file", _delete("ood/urban_rural_planner_test.json"),
                r"ood/urban_rural_planner_test\.json: no such data file"),
+    _data_case("options-inline-option-formulation",
+               _edit_line("curated/test/biology_test.json", 2,
+                          lambda r: {**r, "messages": [{"role": "user", "content": "Q? A. x B. y C. z D. w"},
+                                                       {"role": "assistant", "content": "B"}]}),
+               r"curated/test/biology_test\.json: biology item '[^']+': option formulation: no option lines",
+               spec={**GOOD_SPEC, "evaluation": {**GOOD_SPEC["evaluation"], "formulation": "option"}}),
 ]
 
 
