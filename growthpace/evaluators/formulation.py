@@ -29,7 +29,6 @@ from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, OPTION_LINE, gold_
 from growthpace.platform.records import Record
 
 FORMULATIONS: tuple[str, ...] = ("letter", "option")
-DEFAULT_FORMULATION = "letter"
 SET_OR_FREE_ANSWERS = ("ethics", "math")  # types whose reply is never one option's letter
 TRUE_FALSE_CANDIDATES = ("正确", "错误")  # the words a ranked true/false item chooses between
 
