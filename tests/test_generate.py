@@ -19,8 +19,11 @@ from growthpace.platform.records import (
     curated_path,
     read_ood,
     read_records,
+    WORLD,
     read_split,
+    read_world,
     synthetic_path,
+    world_path,
 )
 
 SMALL = dict(train_per_ability=30, valid_per_ability=5, test_per_ability=5, ood_per_subject=5, synthetic=200)
@@ -255,9 +258,8 @@ FAMILIES_AND_SUBJECTS = (*ABILITIES, *OOD_SUBJECTS)
 
 
 def _world_docs(root: Path) -> list[str]:
-    text = (root / gen_mod.WORLD).read_text(encoding="utf-8")
-    assert text.endswith("\n")
-    return text[:-1].split("\n")
+    assert world_path(root).read_text(encoding="utf-8").endswith("\n")
+    return read_world(root)
 
 
 def _by_family(root: Path) -> dict[str, list[str]]:
@@ -284,7 +286,7 @@ def test_world_corpus_changes_no_other_file(data, tmp_path, monkeypatch):
     root, _ = data
     _generator_before_world(monkeypatch).generate_dataset(tmp_path / "old", seed=0, **SMALL)
     before, now = _files(tmp_path / "old"), _files(root)
-    assert now.pop(gen_mod.WORLD)
+    assert now.pop(WORLD)
     readme_before, readme_now = before.pop("README.md").decode(), now.pop("README.md").decode()
     assert now == before
     assert readme_now.startswith(readme_before) and "## World corpus (for pre-training)" in readme_now
@@ -331,7 +333,6 @@ def test_world_facts_are_true_statements(data):
     for d in world["math"]:
         for x, op, y, z in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", d):
             assert eval(f"{x} {op} {y}") == int(z)
-    assert set(gen_mod._FACT_DOC) == set(gen_mod._FACTS)  # the README's table describes every fact table
 
 
 def test_world_corpus_is_deterministic_per_seed(data, tmp_path):
@@ -341,8 +342,26 @@ def test_world_corpus_is_deterministic_per_seed(data, tmp_path):
     # same-seed identity: test_deterministic_per_seed compares every file, world/world.txt included
 
 
+def test_reading_a_dataset_without_world_corpus_says_so(tmp_path):
+    with pytest.raises(DataError, match="no world corpus"):
+        read_world(tmp_path)
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "400"])
 def test_rejects_a_bad_world_per_family(tmp_path, bad):
     with pytest.raises(DataError, match="world_per_family"):
         generate_dataset(tmp_path / "data", **SMALL, world_per_family=bad)
     assert not (tmp_path / "data").exists()
+
+
+def test_spec_generate_names_a_bad_world_per_family_and_matches_the_generator():
+    import inspect
+
+    from pydantic import ValidationError
+
+    from growthpace.platform.spec import Generate
+
+    with pytest.raises(ValidationError, match="world_per_family"):
+        Generate(world_per_family=0)
+    params = inspect.signature(generate_dataset).parameters
+    assert {k: params[k].default for k in Generate().model_dump()} == Generate().model_dump()

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.records import DataError, Record, write_records
+from growthpace.platform.records import WORLD, DataError, Record, world_path, write_records
 
 LETTERS = "ABCD"
 HELD_OUT = ("code", "creative_writing", "role_play")  # eval prompts = a held-out fifth of combinations
@@ -479,13 +479,21 @@ def _ood(rng: random.Random, subject: str, n: int) -> list[Record]:
     return out
 
 
-_FACT_DOC = {  # what one world-corpus document of a closed fact table holds
-    "biology": "one of its 30 facts: the question, then `The answer is <answer>.`",
-    "history": "one of its 24 events as its true statement",
-    "chinese": "one of its 40 idioms with its English meaning and its characters spelled out",
-    "ethics": "one of its 30 acts with its verdict (`To <act> is wrong.` / `To <act> is acceptable.`)",
-    **{s: "one of its facts: the question, then `The answer is <answer>.`" for s in OOD},
+_OPTION_LINE = re.compile(r"\n([A-D])\. (.*)")
+_QA = "one of its facts: the question, then `The answer is <answer>.`"
+# closed fact tables, stated as world knowledge (the same facts their eval items ask about):
+# family -> (what one document holds, the documents to draw from)
+_FACTS: dict[str, tuple[str, list[str]]] = {
+    "biology": (_QA, [f"{q} The answer is {a}." for group in BIOLOGY for q, a in group]),
+    "history": ("one of its 24 events as its true statement", [stmt.format(a) for _, stmt, a, _ in HISTORY]),
+    "chinese": ("one of its 40 idioms with its English meaning and its characters spelled out",
+                [f"The idiom {i} means \u201c{m}\u201d; its characters are {' '.join(i)}." for i, m in IDIOMS]),
+    "ethics": ("one of its 30 acts with its verdict (`To <act> is wrong.` / `To <act> is acceptable.`)",
+               [f"To {act} is {verdict}." for acts, verdict in ((ETH_OK, "acceptable"), (ETH_WRONG, "wrong"))
+                for act in acts]),
+    **{s: (_QA, [f"{q} The answer is {a}." for group in OOD[s] for q, a in group]) for s in OOD},
 }
+_WORKED = "one worked train-part instance: the prompt's text, then the gold answer in words"
 
 
 def _readme(seed: int, counts: dict[str, int], world_per_family: int) -> str:
@@ -502,28 +510,14 @@ def _readme(seed: int, counts: dict[str, int], world_per_family: int) -> str:
     lines += ["", "## World corpus (for pre-training)", "",
               f"`{WORLD}` renders what each family's world contains as plain text for a causal-LM pre-training",
               "stage: one document per line, no chat tokens, no option letters or option lists. Every ability and",
-              f"every OOD subject has the same number of documents ({world_per_family}), each family drawing",
-              "with its own seeded rng by one rule. A family with a closed fact table states one of its facts per document; those",
-              "facts are world knowledge, stated even though eval items ask about them. Any other family writes",
+              f"every OOD subject has the same number of documents ({world_per_family}), each family drawing with",
+              "its own seeded rng by one rule. A family with a closed fact table states one of its facts per",
+              "document: world knowledge, stated even though eval items ask about it. Any other family writes",
               "one worked instance per document, drawn from its TRAIN part only: never a held-out combination",
               "(code, creative_writing, role_play), never the question of a valid or test item.", "",
               "| family | one document |", "|---|---|"]
-    worked = "one worked train-part instance: the prompt's text, then the gold answer in words"
-    lines += [f"| {f} | {_FACT_DOC.get(f, worked)} |" for f in (*ABILITIES, *OOD_SUBJECTS)]
+    lines += [f"| {f} | {_FACTS[f][0] if f in _FACTS else _WORKED} |" for f in (*ABILITIES, *OOD_SUBJECTS)]
     return "\n".join(lines) + "\n"
-
-
-WORLD = "world/world.txt"
-_OPTION_LINE = re.compile(r"\n([A-D])\. (.*)")
-# closed fact tables: what a family states as world knowledge (the same facts its eval items ask about)
-_FACTS: dict[str, list[str]] = {
-    "biology": [f"{q} The answer is {a}." for group in BIOLOGY for q, a in group],
-    "history": [stmt.format(a) for _, stmt, a, _ in HISTORY],
-    "chinese": [f"The idiom {i} means \u201c{m}\u201d; its characters are {' '.join(i)}." for i, m in IDIOMS],
-    "ethics": [f"To {act} is {verdict}." for acts, verdict in ((ETH_OK, "acceptable"), (ETH_WRONG, "wrong"))
-               for act in acts],
-    **{s: [f"{q} The answer is {a}." for group in OOD[s] for q, a in group] for s in OOD},
-}
 
 
 def _stem(item: Item) -> str:
@@ -542,7 +536,7 @@ def _world(seed: int, family: str, n: int, eval_stems: set[str]) -> list[str]:
     """`n` documents of one family's world, drawn with the family's own rng."""
     rng = random.Random(f"{seed}:{family}:world")
     if family in _FACTS:
-        return [rng.choice(_FACTS[family]) for _ in range(n)]
+        return [rng.choice(_FACTS[family][1]) for _ in range(n)]
     docs = []
     for _ in range(n):
         for _ in range(10_000):
@@ -608,8 +602,8 @@ def generate_dataset(root: Path, *, seed: int = 0, train_per_ability: int = 1000
             write_records(tmp / rel, recs)
         world = [d for f in (*ABILITIES, *OOD_SUBJECTS) for d in _world(seed, f, world_per_family,
                                                                            eval_stems.get(f, set()))]
-        (tmp / WORLD).parent.mkdir()
-        (tmp / WORLD).write_text("".join(d + "\n" for d in world), encoding="utf-8")
+        world_path(tmp).parent.mkdir()
+        world_path(tmp).write_text("".join(d + "\n" for d in world), encoding="utf-8")
         counts = {rel: len(recs) for rel, recs in files.items()}
         (tmp / "README.md").write_text(_readme(seed, counts, world_per_family), encoding="utf-8")
         tmp.chmod(0o755)
