@@ -167,6 +167,7 @@ class Generate(_Strict):
     test_per_ability: Int = Field(40, gt=0)
     ood_per_subject: Int = Field(20, gt=0)
     synthetic: Int = Field(4000, gt=0)
+    world_per_family: Int = Field(400, gt=0, description="documents per family in world/world.txt")
 
 
 class Hub(_Strict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,16 @@ def drop_resume_state_at(filesystem, checkpoint_path: str) -> bool:
     return True
 
 
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0 where unknown)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def train_cell(config: dict[str, Any]) -> None:
     """Ray Train loop for one cell. ``config``: base_model, tokens, epochs, training settings, tracking."""
     import ray.train
@@ -288,6 +299,7 @@ def train_cell(config: dict[str, Any]) -> None:
     from growthpace.platform.storage import localize
     from growthpace.platform.tracking import CellRun
 
+    entered = time.monotonic()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(os.environ.get("GROWTHPACE_TORCH_THREADS", "1"))))
@@ -305,9 +317,15 @@ def train_cell(config: dict[str, Any]) -> None:
             start_epoch = training.load_state(Path(d))
 
     run = CellRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
+    # What the cell's wall time is made of (the sweep writes it to checkpoints.json): compute_s is the
+    # epochs themselves (training, and the checkpoints written before the last), setup_s this function before them (model
+    # load, DeepSpeed init), imports_s the worker process before this function (Python and library imports).
+    timing = {"setup_s": time.monotonic() - entered, "imports_s": _process_age_s() - (time.monotonic() - entered)}
+    compute_started = time.monotonic()
     for epoch in range(start_epoch, config["epochs"]):
         loss = training.train_epoch(epoch)
-        metrics = {"epoch": epoch + 1, "train_loss": loss, "lr": training.lr}
+        metrics = {"epoch": epoch + 1, "train_loss": loss, "lr": training.lr, **timing,
+                   "compute_s": time.monotonic() - compute_started}
         if run:
             run.log({"train/loss": loss, "train/lr": metrics["lr"]}, step=epoch + 1)
         if rank == 0:  # the previous epoch's upload had a whole epoch to finish
