@@ -35,3 +35,19 @@ class CellProgress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         if active() is not None:
             active().cell_failed(_cell(trial), error_text(trial))
+
+
+def _base(trial) -> str:
+    return trial.config.get("trial", {}).get("job", {}).get("size", trial.trial_id)
+
+
+class PretrainProgress(Callback):
+    """The same for the pre-training trials (jobs/pretrain.py): one per base model."""
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if active() is not None:
+            active().base_pretrained(_base(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if active() is not None:
+            active().cell_failed(_base(trial), error_text(trial), what="pre-training of")
