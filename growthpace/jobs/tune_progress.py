@@ -28,26 +28,30 @@ def error_text(trial) -> str:
 
 
 class CellProgress(Callback):
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        if active() is not None:
-            active().cell_trained(_cell(trial))
+    what = "cell"
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        if active() is not None:
-            active().cell_failed(_cell(trial), error_text(trial))
+    def label(self, trial) -> str:
+        return _cell(trial)
 
-
-def _base(trial) -> str:
-    return trial.config.get("trial", {}).get("job", {}).get("size", trial.trial_id)
-
-
-class PretrainProgress(Callback):
-    """The same for the pre-training trials (jobs/pretrain.py): one per base model."""
+    def done(self, view, label: str) -> None:
+        view.cell_trained(label)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if active() is not None:
-            active().base_pretrained(_base(trial))
+            self.done(active(), self.label(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if active() is not None:
-            active().cell_failed(_base(trial), error_text(trial), what="pre-training of")
+            active().cell_failed(self.label(trial), error_text(trial), what=self.what)
+
+
+class PretrainProgress(CellProgress):
+    """The same for the pre-training trials (jobs/pretrain.py): one per base model, named by its size."""
+
+    what = "pre-training of"
+
+    def label(self, trial) -> str:
+        return trial.config.get("trial", {}).get("job", {}).get("size", trial.trial_id)
+
+    def done(self, view, label: str) -> None:
+        view.base_pretrained(label)
