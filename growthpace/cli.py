@@ -122,11 +122,13 @@ def generate_data(
     seed: int = 0,
     train_per_ability: int = 1000,
     synthetic: int = 4000,
+    world_per_family: int = 400,
 ) -> None:
     """Write the embedded procedural dataset in the study's layout."""
     from growthpace.platform.generate import generate_dataset
 
-    summary = _guard(lambda: generate_dataset(root, seed=seed, train_per_ability=train_per_ability, synthetic=synthetic))
+    summary = _guard(lambda: generate_dataset(root, seed=seed, train_per_ability=train_per_ability, synthetic=synthetic,
+                                              world_per_family=world_per_family))
     console.print(f"wrote {root}: {summary}")
 
 

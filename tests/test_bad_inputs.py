@@ -458,6 +458,8 @@ GENERATE_CASES = [
                    "train_per_ability (--train-per-ability) must be a positive integer, got 0"),
     _generate_case("negative-synthetic", lambda d: None, "doit", ["--synthetic", "-5"],
                    "synthetic (--synthetic) must be a positive integer, got -5"),
+    _generate_case("zero-world-per-family", lambda d: None, "doit", ["--world-per-family", "0"],
+                   "world_per_family (--world-per-family) must be a positive integer, got 0"),
 ]
 
 

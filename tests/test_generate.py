@@ -12,14 +12,18 @@ from pathlib import Path
 import pytest
 
 from growthpace.platform import generate as gen_mod
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
+from growthpace.platform.abilities import ABILITIES, CHAT_TOKENS, OOD_SUBJECTS
 from growthpace.platform.generate import HEDGES, IDIOMS, generate_dataset
 from growthpace.platform.records import (
+    DataError,
     curated_path,
     read_ood,
     read_records,
+    WORLD,
     read_split,
+    read_world,
     synthetic_path,
+    world_path,
 )
 
 SMALL = dict(train_per_ability=30, valid_per_ability=5, test_per_ability=5, ood_per_subject=5, synthetic=200)
@@ -245,3 +249,119 @@ def test_default_size_is_fast(tmp_path):
     assert time.perf_counter() - start < 10
     assert summary["curated/1000/math_1000.json"] == 1000 and summary["curated/test/math_test.json"] == 40
     assert summary["synthetic/4000/synthetic_train.json"] == 4000
+
+
+
+# --- the world corpus (world/world.txt) ---
+BEFORE_WORLD = "c50f2a7"  # the last commit whose generator wrote no world corpus: all else must match it
+FAMILIES_AND_SUBJECTS = (*ABILITIES, *OOD_SUBJECTS)
+
+
+def _world_docs(root: Path) -> list[str]:
+    assert world_path(root).read_text(encoding="utf-8").endswith("\n")
+    return read_world(root)
+
+
+def _by_family(root: Path) -> dict[str, list[str]]:
+    """The corpus cut into its families: written family by family, in this fixed order, equal counts."""
+    docs = _world_docs(root)
+    n = len(docs) // len(FAMILIES_AND_SUBJECTS)
+    return {f: docs[i * n:(i + 1) * n] for i, f in enumerate(FAMILIES_AND_SUBJECTS)}
+
+
+def _generator_before_world(monkeypatch):
+    repo = Path(gen_mod.__file__).parents[2]
+    try:
+        src = subprocess.run(["git", "-C", str(repo), "show", f"{BEFORE_WORLD}:growthpace/platform/generate.py"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no git history to rebuild the generator before the world corpus from")
+    module = type(sys)("generate_before_world")
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look their module up there
+    exec(compile(src, "generate_before_world.py", "exec"), module.__dict__)
+    return module
+
+
+def test_world_corpus_changes_no_other_file(data, tmp_path, monkeypatch):
+    root, _ = data
+    _generator_before_world(monkeypatch).generate_dataset(tmp_path / "old", seed=0, **SMALL)
+    before, now = _files(tmp_path / "old"), _files(root)
+    assert now.pop(WORLD)
+    readme_before, readme_now = before.pop("README.md").decode(), now.pop("README.md").decode()
+    assert now == before
+    assert readme_now.startswith(readme_before) and "## World corpus (for pre-training)" in readme_now
+
+
+def test_world_corpus_has_equal_counts_and_plain_text(data, tmp_path):
+    root, _ = data
+    generate_dataset(tmp_path / "w", seed=0, **SMALL, world_per_family=7)
+    assert len(_world_docs(tmp_path / "w")) == 7 * len(FAMILIES_AND_SUBJECTS)
+    assert len(_world_docs(root)) == 400 * len(FAMILIES_AND_SUBJECTS)  # the default
+    for family, docs in _by_family(root).items():
+        assert len(set(docs)) > 1, family
+    for d in _world_docs(root):
+        assert d and d.strip() == d and d.isprintable(), d  # no newline or control character inside
+        assert not any(t in d for t in CHAT_TOKENS), d
+        assert not re.search(r"(^|\s)[A-D]\. ", d), d  # no option letters, no option lists
+
+
+def test_world_corpus_keeps_out_held_combinations_and_eval_questions(data):
+    root, _ = data
+    world = _by_family(root)
+    valid, test = read_split(root, "valid"), read_split(root, "test")
+    for a in (a for a in ABILITIES if a not in gen_mod._FACTS):  # closed fact tables are stated on purpose
+        for r in valid[a] + test[a]:
+            question = gen_mod._stem(gen_mod.Item(list(r.prompt), r.gold, ""))
+            assert not [d for d in world[a] if d.startswith(question + " ")], (a, question)
+    # the held-out fifth, by the generator's own rule: the prompt (creative, role play) or the expression (code)
+    for d in world["creative_writing"]:
+        assert not gen_mod._held(0, "creative_writing", d[: d.index(".") + 1]), d
+    for d in world["role_play"]:
+        req = next(r for r in gen_mod.REQUESTS if f". {r} " in d)
+        assert not gen_mod._held(0, "role_play", d[: d.index(f". {req} ") + len(req) + 2]), d
+    for d in world["code"]:
+        assert not gen_mod._held(0, "code", d.split("return ")[-1]), d
+
+
+def test_world_facts_are_true_statements(data):
+    root, _ = data
+    world = _by_family(root)
+    assert set(world["history"]) <= {stmt.format(a) for _, stmt, a, _ in gen_mod.HISTORY}
+    acts = {f"To {x} is acceptable." for x in gen_mod.ETH_OK} | {f"To {x} is wrong." for x in gen_mod.ETH_WRONG}
+    assert set(world["ethics"]) <= acts
+    assert all(any(i in d and m in d for i, m in IDIOMS) for d in world["chinese"])
+    for d in world["math"]:
+        for x, op, y, z in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", d):
+            assert eval(f"{x} {op} {y}") == int(z)
+
+
+def test_world_corpus_is_deterministic_per_seed(data, tmp_path):
+    root, _ = data
+    generate_dataset(tmp_path / "other", seed=1, **SMALL)
+    assert _world_docs(tmp_path / "other") != _world_docs(root)
+    # same-seed identity: test_deterministic_per_seed compares every file, world/world.txt included
+
+
+def test_reading_a_dataset_without_world_corpus_says_so(tmp_path):
+    with pytest.raises(DataError, match="no world corpus"):
+        read_world(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "400"])
+def test_rejects_a_bad_world_per_family(tmp_path, bad):
+    with pytest.raises(DataError, match="world_per_family"):
+        generate_dataset(tmp_path / "data", **SMALL, world_per_family=bad)
+    assert not (tmp_path / "data").exists()
+
+
+def test_spec_generate_names_a_bad_world_per_family_and_matches_the_generator():
+    import inspect
+
+    from pydantic import ValidationError
+
+    from growthpace.platform.spec import Generate
+
+    with pytest.raises(ValidationError, match="world_per_family"):
+        Generate(world_per_family=0)
+    params = inspect.signature(generate_dataset).parameters
+    assert {k: params[k].default for k in Generate().model_dump()} == Generate().model_dump()

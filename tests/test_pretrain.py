@@ -19,7 +19,7 @@ CORPUS = "world/test-corpus.txt"
 
 
 def _corpus_text(root: Path, n: int = 200) -> str:
-    """Plain-text documents from the training records (a stand-in for the world corpus)."""
+    """Plain-text documents from the training records: a corpus the tests may change."""
     from growthpace.platform.records import read_split
 
     recs = [r for rs in read_split(root, "1000").values() for r in rs]
@@ -161,8 +161,8 @@ def test_pretrain_through_ray_train_once_and_cells_train_from_it(ray_cluster, tm
     from growthpace.jobs.sweep import train_config
     from growthpace.platform.storage import Layout, read_json
 
-    spec = load_spec(_spec_file(tmp_path, data_root, {"corpus": CORPUS, "steps": 12, "lr": 3e-3, "end_lr": 1e-3,
-                                                      "batch": 4, "block": 64}))
+    # the default corpus: the generated world (world/world.txt)
+    spec = load_spec(_spec_file(tmp_path, data_root, {"steps": 12, "lr": 3e-3, "end_lr": 1e-3, "batch": 4, "block": 64}))
     study = prepare(spec, write=True)
     raw = materialise(study)
     connect(spec)

@@ -56,8 +56,10 @@ def _cell_trial(param: dict[str, Any]) -> None:
         raise SweepError(f"cell {cell.cell_id}: expected epochs 1..{cell.epochs}, got {[c['epoch'] for c in checkpoints]}")
     # What the cell cost, for the report's GPU-hours: this fit's wall time (a resumed cell counts only
     # its last attempt) and the resources it held meanwhile.
+    last = max((m for _, m in result.best_checkpoints), key=lambda m: int(m["epoch"]))
+    timing = {k: float(last[k]) for k in ("compute_s", "setup_s", "imports_s") if k in last}
     write_json(layout.cell_checkpoints(cell.cell_id), {
-        "cell_id": cell.cell_id, "checkpoints": checkpoints, "wall_s": wall_s,
+        "cell_id": cell.cell_id, "checkpoints": checkpoints, "wall_s": wall_s, **timing,
         "gpus": cell.workers * cell.gpus_per_worker, "cpus": cell.driver_cpus + cell.workers * cell.cpus_per_worker,
     })
     if not config["train"].get("keep_resume_state"):  # finished: only a rerun of the same epochs could use it

@@ -10,6 +10,14 @@ role_play hold out a seed-dependent fifth of their prompt combinations for valid
 families reject eval prompts seen in train. History true/false and Chinese cloze items come from a
 closed set of statements (a lookup), so they may repeat.
 
+``world/world.txt`` is a plain-text corpus of the same world for causal-LM pre-training: one document
+per line, ``world_per_family`` documents for every ability and every OOD subject, each drawn with its
+own seeded rng by one rule: a family with a closed fact table states one of its facts (biology and the
+OOD subjects as question and answer, history by its statement, a Chinese idiom with its meaning and
+characters, an ethics act with its verdict); any other family writes one worked instance of its TRAIN
+part (the prompt's text, option lists dropped, then the gold answer in words), never a held-out
+combination nor the question of an eval item. No chat tokens, no option letters.
+
 ``generate_dataset`` refuses a non-empty ``root`` (FileExistsError) and writes into a temp dir next to
 it, renamed into place at the end, so a crash never leaves a half-written dataset.
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import shutil
 import tempfile
 import zlib
@@ -27,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.records import DataError, Record, write_records
+from growthpace.platform.records import WORLD, DataError, Record, world_path, write_records
 
 LETTERS = "ABCD"
 HELD_OUT = ("code", "creative_writing", "role_play")  # eval prompts = a held-out fifth of combinations
@@ -470,7 +479,24 @@ def _ood(rng: random.Random, subject: str, n: int) -> list[Record]:
     return out
 
 
-def _readme(seed: int, counts: dict[str, int]) -> str:
+_OPTION_LINE = re.compile(r"\n([A-D])\. (.*)")
+_QA = "one of its facts: the question, then `The answer is <answer>.`"
+# closed fact tables, stated as world knowledge (the same facts their eval items ask about):
+# family -> (what one document holds, the documents to draw from)
+_FACTS: dict[str, tuple[str, list[str]]] = {
+    "biology": (_QA, [f"{q} The answer is {a}." for group in BIOLOGY for q, a in group]),
+    "history": ("one of its 24 events as its true statement", [stmt.format(a) for _, stmt, a, _ in HISTORY]),
+    "chinese": ("one of its 40 idioms with its English meaning and its characters spelled out",
+                [f"The idiom {i} means \u201c{m}\u201d; its characters are {' '.join(i)}." for i, m in IDIOMS]),
+    "ethics": ("one of its 30 acts with its verdict (`To <act> is wrong.` / `To <act> is acceptable.`)",
+               [f"To {act} is {verdict}." for acts, verdict in ((ETH_OK, "acceptable"), (ETH_WRONG, "wrong"))
+                for act in acts]),
+    **{s: (_QA, [f"{q} The answer is {a}." for group in OOD[s] for q, a in group]) for s in OOD},
+}
+_WORKED = "one worked train-part instance: the prompt's text, then the gold answer in words"
+
+
+def _readme(seed: int, counts: dict[str, int], world_per_family: int) -> str:
     lines = ["# growthpace embedded dataset (procedural)", "",
              f"Written by `growthpace.platform.generate.generate_dataset` with seed {seed}. Every ability is a",
              "procedural task family; the complexity column is the design intent, the growth curves are measured.",
@@ -481,14 +507,55 @@ def _readme(seed: int, counts: dict[str, int]) -> str:
              "| ability | format | task family | complexity |", "|---|---|---|---|"]
     lines += [f"| {a} | {f} | {t} | {c} |" for a, (f, t, c) in FAMILIES_DOC.items()]
     lines += ["", "| file | records |", "|---|---|"] + [f"| {p} | {n} |" for p, n in counts.items()]
+    lines += ["", "## World corpus (for pre-training)", "",
+              f"`{WORLD}` renders what each family's world contains as plain text for a causal-LM pre-training",
+              "stage: one document per line, no chat tokens, no option letters or option lists. Every ability and",
+              f"every OOD subject has the same number of documents ({world_per_family}), each family drawing with",
+              "its own seeded rng by one rule. A family with a closed fact table states one of its facts per",
+              "document: world knowledge, stated even though eval items ask about it. Any other family writes",
+              "one worked instance per document, drawn from its TRAIN part only: never a held-out combination",
+              "(code, creative_writing, role_play), never the question of a valid or test item.", "",
+              "| family | one document |", "|---|---|"]
+    lines += [f"| {f} | {_FACTS[f][0] if f in _FACTS else _WORKED} |" for f in (*ABILITIES, *OOD_SUBJECTS)]
     return "\n".join(lines) + "\n"
 
 
+def _stem(item: Item) -> str:
+    """An item's question as plain text: its user turns joined, option lists dropped."""
+    return " ".join(_OPTION_LINE.sub("", c) for role, c in item.prompt if role == "user")
+
+
+def _worked(item: Item) -> str:
+    """One instance as a plain-text document: the question, then the gold answer in words."""
+    options = dict(_OPTION_LINE.findall(item.prompt[-1][1]))
+    answer = f"The answer is {options[item.gold]}." if item.gold in options else item.gold
+    return " ".join(f"{_stem(item)} {answer}".split())  # one line: code's newlines become spaces
+
+
+def _world(seed: int, family: str, n: int, eval_stems: set[str]) -> list[str]:
+    """`n` documents of one family's world, drawn with the family's own rng."""
+    rng = random.Random(f"{seed}:{family}:world")
+    if family in _FACTS:
+        return [rng.choice(_FACTS[family][1]) for _ in range(n)]
+    docs = []
+    for _ in range(n):
+        for _ in range(10_000):
+            it = FAMILIES[family](rng)
+            if not _held(seed, family, it.key) and _stem(it) not in eval_stems:
+                docs.append(_worked(it))
+                break
+        else:
+            raise RuntimeError(f"{family}: no train-part instance left for the world corpus")
+    return docs
+
+
 def generate_dataset(root: Path, *, seed: int = 0, train_per_ability: int = 1000, valid_per_ability: int = 20,
-                     test_per_ability: int = 40, ood_per_subject: int = 20, synthetic: int = 4000) -> dict:
+                     test_per_ability: int = 40, ood_per_subject: int = 20, synthetic: int = 4000,
+                     world_per_family: int = 400) -> dict:
     """Write the dataset under `root` (must be absent or empty); return {relative file path: record count}."""
     sizes = dict(train_per_ability=train_per_ability, valid_per_ability=valid_per_ability,
-                 test_per_ability=test_per_ability, ood_per_subject=ood_per_subject, synthetic=synthetic)
+                 test_per_ability=test_per_ability, ood_per_subject=ood_per_subject, synthetic=synthetic,
+                 world_per_family=world_per_family)
     for name, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise DataError(f"{name} (--{name.replace('_', '-')}) must be a positive integer, got {n!r}")
@@ -505,6 +572,7 @@ def generate_dataset(root: Path, *, seed: int = 0, train_per_ability: int = 1000
     try:
         files: dict[str, list[Record]] = {}
         eval_keys: dict[str, set[str]] = {}
+        eval_stems: dict[str, set[str]] = {}
         for ab in ABILITIES:
             gen = FAMILIES[ab]
             rng = random.Random(f"{seed}:{ab}:train")
@@ -517,6 +585,7 @@ def generate_dataset(root: Path, *, seed: int = 0, train_per_ability: int = 1000
             used: set[str] = set()
             for split, n in (("valid", valid_per_ability), ("test", test_per_ability)):
                 items = _eval_items(seed, ab, random.Random(f"{seed}:{ab}:{split}"), n, seen, used)
+                eval_stems.setdefault(ab, set()).update(_stem(it) for it in items)
                 files[f"curated/{split}/{ab}_{split}.json"] = [_record(ab, f"{split}-{i}", it)
                                                                for i, it in enumerate(items)]
             eval_keys[ab] = used
@@ -531,8 +600,12 @@ def generate_dataset(root: Path, *, seed: int = 0, train_per_ability: int = 1000
             files[f"ood/{s}_test.json"] = _ood(random.Random(f"{seed}:ood:{s}"), s, ood_per_subject)
         for rel, recs in files.items():
             write_records(tmp / rel, recs)
+        world = [d for f in (*ABILITIES, *OOD_SUBJECTS) for d in _world(seed, f, world_per_family,
+                                                                           eval_stems.get(f, set()))]
+        world_path(tmp).parent.mkdir()
+        world_path(tmp).write_text("".join(d + "\n" for d in world), encoding="utf-8")
         counts = {rel: len(recs) for rel, recs in files.items()}
-        (tmp / "README.md").write_text(_readme(seed, counts), encoding="utf-8")
+        (tmp / "README.md").write_text(_readme(seed, counts, world_per_family), encoding="utf-8")
         tmp.chmod(0o755)
         os.rename(tmp, root)  # atomic; replaces an empty root, fails if it gained files meanwhile
     except BaseException:

@@ -206,6 +206,22 @@ def ood_path(root: Path, subject: str) -> Path:
     return Path(root) / "ood" / f"{subject}_test.json"
 
 
+WORLD = "world/world.txt"
+
+
+def world_path(root: Path) -> Path:
+    """The plain-text pre-training corpus of the procedural world: one document per line."""
+    return Path(root) / WORLD
+
+
+def read_world(root: Path) -> list[str]:
+    path = world_path(root)
+    if not path.is_file():
+        raise DataError(f"{path}: no world corpus; the procedural generator writes it (a dataset generated "
+                        "before it existed lacks it: move that dataset away and generate it again)")
+    return path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
+
+
 def read_split(root: Path, split: str, abilities: tuple[str, ...] = ABILITIES) -> dict[str, list[Record]]:
     """All abilities of one curated split, keyed by ability."""
     eval_split = split in ("valid", "test")

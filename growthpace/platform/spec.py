@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from growthpace.platform.abilities import ABILITIES, EVAL_SPLITS, SOURCES
+from growthpace.platform.records import WORLD
 from growthpace.platform.storage import SAFE_NAME
 
 
@@ -116,7 +117,7 @@ class Pretrain(_Strict):
     from it (a random preset otherwise learns only the answer-letter prior). Fixed by optimizer steps,
     not time: a run starved of CPU must still see the same tokens."""
 
-    corpus: str = Field("world/world.txt", min_length=1,
+    corpus: str = Field(WORLD, min_length=1,
                         description="UTF-8 text under data.root, one document per line, no chat tokens")
     steps: Count = Field(description="optimizer steps of the whole pre-training (one pass over the cut/cycled corpus)")
     lr: Float = Field(1e-3, gt=0)
@@ -192,6 +193,7 @@ class Generate(_Strict):
     test_per_ability: Int = Field(40, gt=0)
     ood_per_subject: Int = Field(20, gt=0)
     synthetic: Int = Field(4000, gt=0)
+    world_per_family: Int = Field(400, gt=0, description="documents per family in world/world.txt")
 
 
 class Hub(_Strict):

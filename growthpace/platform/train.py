@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,16 @@ def drop_resume_state_at(filesystem, checkpoint_path: str) -> bool:
     return True
 
 
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0 where unknown)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _worker(config: dict[str, Any]) -> tuple[int, int, torch.device, dict[str, Any]]:
     """This Ray Train worker's rank, world size and device, torch seeded and threaded, and the config
     with its base model as a node-local folder (from an object store: a copy)."""
@@ -309,8 +320,6 @@ def pretrain_base(config: dict[str, Any]) -> None:
     one checkpoint (rank 0's; every rank takes part in gathering ZeRO-3 weights), which the trial
     moves into base/<key>. Reports steps, tokens seen, first/last loss (the mean over the first and
     last tenth of rank 0's micro-batches) and the seconds spent in this function."""
-    import time
-
     import ray.train
 
     from growthpace.platform.data import read_cell_tokens
@@ -334,6 +343,7 @@ def pretrain_base(config: dict[str, Any]) -> None:
             "tokens": training.engine.global_steps * training.global_batch * config["block"],
             "first_loss": _mean(losses[:tenth]), "last_loss": _mean(losses[-tenth:]),
             "setup_s": ready - entered, "train_s": trained - ready, "in_worker_s": time.monotonic() - entered,
+            "imports_s": _process_age_s() - (time.monotonic() - entered),
         }
         checkpoint = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint)  # the default upload: a copy made before it returns
@@ -346,6 +356,7 @@ def train_cell(config: dict[str, Any]) -> None:
     from growthpace.platform.data import read_cell_tokens
     from growthpace.platform.tracking import CellRun
 
+    entered = time.monotonic()
     rank, world, device, config = _worker(config)
     memory: dict[str, int] = {}
     training = CellTraining(config, read_cell_tokens(config["tokens"]), rank, world, device, memory)
@@ -357,9 +368,15 @@ def train_cell(config: dict[str, Any]) -> None:
             start_epoch = training.load_state(Path(d))
 
     run = CellRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
+    # What the cell's wall time is made of (the sweep writes it to checkpoints.json): compute_s is the
+    # epochs themselves (training, and the checkpoints written before the last), setup_s this function before them (model
+    # load, DeepSpeed init), imports_s the worker process before this function (Python and library imports).
+    timing = {"setup_s": time.monotonic() - entered, "imports_s": _process_age_s() - (time.monotonic() - entered)}
+    compute_started = time.monotonic()
     for epoch in range(start_epoch, config["epochs"]):
         loss = training.train_epoch(epoch)
-        metrics = {"epoch": epoch + 1, "train_loss": loss, "lr": training.lr}
+        metrics = {"epoch": epoch + 1, "train_loss": loss, "lr": training.lr, **timing,
+                   "compute_s": time.monotonic() - compute_started}
         if run:
             run.log({"train/loss": loss, "train/lr": metrics["lr"]}, step=epoch + 1)
         if rank == 0:  # the previous epoch's upload had a whole epoch to finish
