@@ -184,3 +184,28 @@ def test_pretrain_through_ray_train_once_and_cells_train_from_it(ray_cluster, tm
     assert (base / "model.safetensors").stat().st_mtime_ns == mtime
     for cell in study.cells:
         assert train_config(cell, bases[cell.model], layout, spec.tracking_uri, None)["base_model"] == str(base)
+
+
+def test_plan_with_a_pretraining_imports_neither_torch_nor_transformers(tmp_path, data_root):
+    import json
+
+    from tests.test_plan_fast import LOADED
+
+    path = _spec_file(tmp_path, data_root, {"corpus": CORPUS, "steps": 7})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", LOADED, "plan", str(path), "--json"], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["pretrain"][0]["steps"] == 7
+    loaded = set(json.loads(out.stderr.split("LOADED=")[-1].splitlines()[0]))
+    assert "growthpace" in loaded and not loaded & {"torch", "transformers"}
+
+
+def test_a_corpus_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    bad = tmp_path / "c.txt"
+    bad.write_bytes(b"fine\nalso fine\n\xff broken\n")
+    assert pretrain.corpus_problem(bad) == f"{bad}:3: not valid UTF-8"
+    bad.write_text("\n  \n")
+    assert "empty" in pretrain.corpus_problem(bad)
+    bad.write_text("a document\n")
+    assert pretrain.corpus_problem(bad) is None
