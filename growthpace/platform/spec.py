@@ -124,7 +124,7 @@ class Pretrain(_Strict):
     end_lr: Float = Field(1e-4, ge=0)
     batch: Count = Field(16, description="sequences per optimizer step, over all workers")
     block: Int = Field(128, ge=8, description="tokens per sequence")
-    seed: Int | None = Field(None, description="data order and init of the run; default the spec's seed")
+    seed: Int | None = Field(None, description="the pre-training's data order; default the spec's seed (which also seeds the raw base)")
 
     @field_validator("corpus")
     @classmethod
