@@ -209,3 +209,22 @@ def test_a_corpus_that_is_not_utf8_is_named_with_its_line(tmp_path):
     assert "empty" in pretrain.corpus_problem(bad)
     bad.write_text("a document\n")
     assert pretrain.corpus_problem(bad) is None
+
+
+def test_tokens_are_the_corpus_once_tokenized_into_the_epoch(tmp_path, data_root):
+    from growthpace.jobs.pretrain import base_jobs, write_tokens
+    from growthpace.jobs.study import prepare
+    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data import read_cell_tokens
+    from growthpace.platform.storage import Layout
+
+    spec = load_spec(_spec_file(tmp_path, data_root, {"corpus": CORPUS, "steps": 5, "batch": 4, "block": 16}))
+    study = prepare(spec, write=False)
+    raw = {"llama-nano": Layout(tmp_path / "store").base_model("llama-nano-raw")}
+    (job,) = base_jobs(study, raw)
+    examples = read_cell_tokens(write_tokens(Layout(tmp_path / "store"), job, study.tokenizer))
+    assert len(examples) == 20 and all(len(ids) == 16 and ids == labels for ids, labels in examples)
+    enc = ChatEncoder(study.tokenizer)
+    first = pretrain.documents(data_root / CORPUS)[0]
+    stream = [t for ids, _ in examples for t in ids]
+    assert stream[: len(enc.text(first)) + 1] == [*enc.text(first), enc.eot]  # documents joined by <eot>
