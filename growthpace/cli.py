@@ -80,7 +80,7 @@ def plan(
     for p in pretraining:
         corpus = "" if p["corpus_tokens"] is None else f", corpus {p['corpus_tokens']} tokens ({p['tokens'] / p['corpus_tokens']:.1f} passes)"
         console.print(f"pretrain {p['size']} ({p['model']}): {p['steps']} optimizer steps x {p['batch']} sequences x "
-                      f"{p['block']} tokens = {p['tokens']} tokens seen{corpus}; from {p['corpus']}")
+                      f"{p['block']} tokens = {p['tokens']} tokens seen ({p['flops']:.2e} FLOPs){corpus}; from {p['corpus']}")
     console.print(
         f"total: {len(rows)} cells, {totals['items']} items, {totals['optimizer_steps']} optimizer steps, "
         f"{totals['train_tokens']} training tokens, {totals['flops']:.3e} FLOPs, {totals['epochs']} checkpoints"

@@ -149,6 +149,9 @@ def test_plan_lists_each_pretraining(tmp_path, data_root):
     spec = load_spec(_spec_file(tmp_path, data_root, {"corpus": CORPUS, "steps": 7, "batch": 4, "block": 32}))
     (row,) = plan_rows(prepare(spec, write=False))
     assert (row["size"], row["steps"], row["tokens"]) == ("nano", 7, 7 * 4 * 32)
+    from growthpace.jobs.study import model_params
+
+    assert row["flops"] == 6 * model_params(prepare(spec, write=False))["llama-nano"] * 7 * 4 * 32
     assert row["corpus_tokens"] > 1000
     assert not (tmp_path / "store").exists()
 

@@ -164,12 +164,15 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
 
 
 def plan_rows(study) -> list[dict[str, Any]]:
-    """Each model's pre-training as `plan` shows it: steps, batch, block, tokens seen, and the corpus's own
+    """Each model's pre-training as `plan` shows it: steps, batch, block, tokens seen, FLOPs (6 x params x
+    tokens, as plan_rows counts a cell's), and the corpus's own
     tokens (None where the corpus or a counting tokenizer is not at hand). Imports neither torch nor
     transformers: the preset tokenizer here is plan's bare BPE."""
+    from growthpace.jobs.study import model_params
     from growthpace.platform.chat import ChatEncoder
 
     spec = study.spec
+    params = model_params(study)
     rows = []
     for m in spec.models:
         if m.pretrain is None:
@@ -182,5 +185,6 @@ def plan_rows(study) -> list[dict[str, Any]]:
             corpus_tokens = sum(ChatEncoder(study.tokenizer).text_lengths(docs)) + len(docs)  # + one EOT each
         rows.append({"model": m.name, "size": m.size, "steps": settings["steps"], "batch": settings["batch"],
                      "block": settings["block"], "tokens": pretrain.tokens_seen(settings),
+                     "flops": 6 * params[m.name] * pretrain.tokens_seen(settings),
                      "corpus": str(corpus), "corpus_tokens": corpus_tokens})
     return rows
