@@ -165,9 +165,9 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
 
 def plan_rows(study) -> list[dict[str, Any]]:
     """Each model's pre-training as `plan` shows it: steps, batch, block, tokens seen, FLOPs (6 x params x
-    tokens, as plan_rows counts a cell's), and the corpus's own
-    tokens (None where the corpus or a counting tokenizer is not at hand). Imports neither torch nor
-    transformers: the preset tokenizer here is plan's bare BPE."""
+    tokens, as study.plan_rows counts a cell's), and the corpus's own tokens (None where the corpus or a
+    counting tokenizer is not at hand). Imports neither torch nor transformers: the preset tokenizer
+    here is plan's bare BPE."""
     from growthpace.jobs.study import model_params
     from growthpace.platform.chat import ChatEncoder
 
