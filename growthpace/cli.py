@@ -40,16 +40,20 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document: cells and totals"),
 ) -> None:
     """Print every cell with its items, optimizer steps, tokens, FLOPs, resources, GPU-hours and storage."""
+    from growthpace.jobs.pretrain import plan_rows as pretrain_rows
     from growthpace.jobs.study import plan_rows, plan_totals, prepare
 
     s = _spec(spec)
-    rows = _guard(lambda: plan_rows(prepare(s, write=False)))
+    study = _guard(lambda: prepare(s, write=False))
+    rows = _guard(lambda: plan_rows(study))
+    pretraining = _guard(lambda: pretrain_rows(study))
     totals = plan_totals(rows)
     declared = bool(rows and rows[0].get("declared"))
     if as_json:
         import json
 
-        doc = {"study": s.name, "declared": declared, "retention": s.evaluation.retention, "cells": rows, "totals": totals}
+        doc = {"study": s.name, "declared": declared, "retention": s.evaluation.retention, "cells": rows, "totals": totals,
+               "pretrain": pretraining}
         typer.echo(json.dumps(doc, indent=2))
         return
     table = Table(title=f"{s.name}: {len(rows)} cells")
@@ -73,6 +77,10 @@ def plan(
             f"{s.data.declared.source}), not read; tokens = items x declared tokens per item; cell ids are "
             "provisional (they change once the real files are hashed)"
         )
+    for p in pretraining:
+        corpus = "" if p["corpus_tokens"] is None else f", corpus {p['corpus_tokens']} tokens ({p['tokens'] / p['corpus_tokens']:.1f} passes)"
+        console.print(f"pretrain {p['size']} ({p['model']}): {p['steps']} optimizer steps x {p['batch']} sequences x "
+                      f"{p['block']} tokens = {p['tokens']} tokens seen ({p['flops']:.2e} FLOPs){corpus}; from {p['corpus']}")
     console.print(
         f"total: {len(rows)} cells, {totals['items']} items, {totals['optimizer_steps']} optimizer steps, "
         f"{totals['train_tokens']} training tokens, {totals['flops']:.3e} FLOPs, {totals['epochs']} checkpoints"

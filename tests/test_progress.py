@@ -72,3 +72,18 @@ def test_a_study_stopped_before_capture_writes_no_log_and_prints_nothing(tmp_pat
     assert not (tmp_path / "store").exists()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_pretrain_stage_counts_bases(tmp_path, capfd):
+    log = tmp_path / "logs" / "ray.log"
+    with study_view(log, cells=3, checkpoints=3) as view:
+        view.capture()
+        assert "bases pre-trained" not in view.status()  # a study without pre-training shows no such count
+        view.bases_to_pretrain(3, 1)
+        view.enter_stage("pretrain")
+        view.base_pretrained("mini")
+        assert view.status().startswith("[pretrain]  2/3 bases pre-trained  0/3 cells trained")
+        view.cell_failed("micro", "RuntimeError: boom", what="pre-training of")
+    err = capfd.readouterr().err
+    assert "pretrain: 1/3 bases already pre-trained" in err and "stage: pretrain" in err
+    assert "pre-trained mini: 2/3 bases pre-trained" in err and "pre-training of micro failed" in err

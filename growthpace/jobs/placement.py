@@ -21,20 +21,27 @@ from growthpace.platform.cells import Cell
 
 def scaling_config(cell: Cell):
     """The Ray Train ScalingConfig of a cell's trial."""
+    return worker_scaling(cell.workers, cell.cpus_per_worker, cell.gpus_per_worker, cell.custom_resources,
+                          cell.placement, cell.accelerator_type)
+
+
+def worker_scaling(workers: int, cpus: float, gpus: float, custom: dict[str, float], placement: str,
+                   accelerator_type: str | None):
+    """A ScalingConfig from a model's resources (models[].resources): a cell's trial, a pre-training's."""
     from ray.train import ScalingConfig
 
-    gpu = cell.gpus_per_worker > 0
+    gpu = gpus > 0
     per_worker = {
-        "CPU": cell.cpus_per_worker,
-        **({"GPU": cell.gpus_per_worker} if gpu else {}),
-        **cell.custom_resources,  # a resource only one node type declares (cluster.yaml), e.g. large_gpu
+        "CPU": cpus,
+        **({"GPU": gpus} if gpu else {}),
+        **custom,  # a resource only one node type declares (cluster.yaml), e.g. large_gpu
     }
     return ScalingConfig(
-        num_workers=cell.workers,
+        num_workers=workers,
         use_gpu=gpu,
         resources_per_worker=per_worker,
-        placement_strategy=cell.placement.upper(),
-        accelerator_type=cell.accelerator_type,
+        placement_strategy=placement.upper(),
+        accelerator_type=accelerator_type,
     )
 
 

@@ -49,6 +49,7 @@ class StudyView:
         self.log = log
         self.cells, self.checkpoints = cells, checkpoints
         self.trained = self.skipped = self.scored = self.failures = 0
+        self.bases = self.pretrained = 0  # bases to pre-train (models[].pretrain), and those done
         self.stage = "prepare"
         self.started = time.monotonic()
         self.train_started: float | None = None
@@ -72,6 +73,19 @@ class StudyView:
                 self.train_started = time.monotonic()
         self._event(f"stage: {stage}")
 
+    def bases_to_pretrain(self, total: int, done: int) -> None:
+        self.bases, self.pretrained = total, done
+        if done:
+            self._event(f"pretrain: {done}/{total} bases already pre-trained")
+
+    def base_pretrained(self, size: str) -> None:
+        with self._lock:
+            self.pretrained += 1
+        self._event(f"pre-trained {size}: {self.pretrain_line()}")
+
+    def pretrain_line(self) -> str:
+        return f"{self.pretrained}/{self.bases} bases pre-trained"
+
     def cells_skipped(self, n: int) -> None:
         self.skipped = n
         if n:
@@ -84,10 +98,10 @@ class StudyView:
                 self.train_ended = time.monotonic()
         self._event(f"trained {label}: {self.cells_line()}")
 
-    def cell_failed(self, label: str, error: str) -> None:
+    def cell_failed(self, label: str, error: str, what: str = "cell") -> None:
         with self._lock:
             self.failures += 1
-        self.note(f"[bold red]cell {label} failed[/] (full log: {self.log}):", markup=True)
+        self.note(f"[bold red]{what} {label} failed[/] (full log: {self.log}):", markup=True)
         self.note(error.rstrip())
 
     def checkpoint_scored(self) -> None:
@@ -119,7 +133,8 @@ class StudyView:
         return text
 
     def status(self) -> str:
-        parts = [f"[{self.stage}]", self.cells_line(), f"{self.scored}/{self.checkpoints} checkpoints scored"]
+        parts = [f"[{self.stage}]", *([self.pretrain_line()] if self.bases else []), self.cells_line(),
+                 f"{self.scored}/{self.checkpoints} checkpoints scored"]
         if self.failures:
             parts.append(f"{self.failures} failed")
         return "  ".join(parts)
@@ -158,7 +173,10 @@ class StudyView:
         cells = ProgressBar(total=self.cells, completed=self.trained + self.skipped, width=20)
         scored = ProgressBar(total=max(1, self.checkpoints), completed=self.scored, width=20)
         failed = Text(f"{self.failures} failed", style="bold red") if self.failures else Text("")
-        grid.add_row(Text(f"[{self.stage}]", style="bold"), cells, Text(self.cells_line()))
+        if self.bases:
+            bases = ProgressBar(total=self.bases, completed=self.pretrained, width=20)
+            grid.add_row(Text(f"[{self.stage}]", style="bold"), bases, Text(self.pretrain_line()))
+        grid.add_row(Text("" if self.bases else f"[{self.stage}]", style="bold"), cells, Text(self.cells_line()))
         grid.add_row(Text(""), scored, Text(f"{self.scored}/{self.checkpoints} checkpoints scored"), failed)
         return grid
 

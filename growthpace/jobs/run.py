@@ -10,7 +10,8 @@ from growthpace.jobs.evaluate import Scoring, run_evaluate, run_rescore  # noqa:
 from growthpace.jobs.report import log_analysis, write_report
 from growthpace.jobs.placement import longest_first
 from growthpace.jobs.progress import active, console, view_for
-from growthpace.jobs.study import Study, materialise, model_params, prepare, tracker_for
+from growthpace.jobs.pretrain import pretrain_bases
+from growthpace.jobs.study import Study, materialise, model_params, model_tokenizers, prepare, tracker_for
 from growthpace.jobs.sweep import sweep, train_config
 from growthpace.platform.spec import Spec
 from growthpace.platform.tracking import StudyTracker, preflight
@@ -30,6 +31,7 @@ def _sweep(spec: Spec, beside, view) -> Study:
     bases = materialise(study)
     _, _, run_ids = tracker_for(study)
     connect(spec)
+    bases, _ = pretrain_bases(study, bases, model_tokenizers(study, bases))  # cells train from these
     layout = study.layout
     configs = {
         c.cell_id: train_config(c, bases[c.model], layout, spec.tracking_uri, run_ids[c.cell_id], spec.training) for c in study.cells

@@ -71,6 +71,7 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
     for i, m in enumerate(spec.models):
         if write or not m.params:
             check_model(m.name, f"models[{i}].name")
+    check_corpora(spec)
     if write:
         from growthpace.evaluators.results import check_checkpoints  # imports the scorers (sympy): not for plan
 
@@ -78,6 +79,17 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
         check_stored(cells, layout)
     if ray:
         check_capacity(spec, training="training" in ray, scoring="scoring" in ray)
+
+
+def check_corpora(spec: Spec) -> None:
+    """Each pre-training's corpus (models[].pretrain.corpus) is a readable UTF-8 text under data.root."""
+    from growthpace.platform.pretrain import corpus_path, corpus_problem
+    from growthpace.platform.spec import SpecError
+
+    problems = [f"field 'models[{i}].pretrain.corpus': {why}" for i, m in enumerate(spec.models)
+                if m.pretrain is not None and (why := corpus_problem(corpus_path(spec.data_root, m.pretrain)))]
+    if problems:
+        raise SpecError("\n".join(problems))
 
 
 def check_stored(cells: list[Cell], layout: Layout) -> None:
@@ -142,11 +154,16 @@ def materialise(study: Study) -> dict[str, Path]:
         m.name: ensure_base_model(layout, m.name, study.tokenizer, study.tokenizer_key, spec.seed)
         for m in spec.models
     }
-    tokenizers = {m.name: study.tokenizer if m.name in PRESETS else base_tokenizer(bases[m.name]) for m in spec.models}
+    tokenizers = model_tokenizers(study, bases)
     for cell in track(study.cells, description="cell data", transient=True):
         write_cell_data(layout, cell, study.dataset)
         write_cell_tokens(layout, cell, tokenizers[cell.model])
     return bases
+
+
+def model_tokenizers(study: Study, bases: dict[str, Path]) -> dict[str, object]:
+    """Model name -> the tokenizer of its base (a preset's: the study's; a pre-training keeps it)."""
+    return {m.name: study.tokenizer if m.name in PRESETS else base_tokenizer(bases[m.name]) for m in study.spec.models}
 
 
 def model_params(study: Study) -> dict[str, int]:

@@ -28,10 +28,30 @@ def error_text(trial) -> str:
 
 
 class CellProgress(Callback):
+    what = "cell"
+
+    def label(self, trial) -> str:
+        return _cell(trial)
+
+    def done(self, view, label: str) -> None:
+        view.cell_trained(label)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         if active() is not None:
-            active().cell_trained(_cell(trial))
+            self.done(active(), self.label(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if active() is not None:
-            active().cell_failed(_cell(trial), error_text(trial))
+            active().cell_failed(self.label(trial), error_text(trial), what=self.what)
+
+
+class PretrainProgress(CellProgress):
+    """The same for the pre-training trials (jobs/pretrain.py): one per base model, named by its size."""
+
+    what = "pre-training of"
+
+    def label(self, trial) -> str:
+        return trial.config.get("trial", {}).get("job", {}).get("size", trial.trial_id)
+
+    def done(self, view, label: str) -> None:
+        view.base_pretrained(label)

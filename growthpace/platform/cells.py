@@ -67,6 +67,35 @@ class Cell:
         return cls(**d)
 
 
+def model_training(spec: Spec, m) -> dict[str, Any]:
+    """A model's training settings that decide its cells' results. Memory-bound settings may differ per
+    model (e.g. ZeRO-3 for 33b); unset = the study-wide value."""
+    training = {k: v for k, v in spec.training.model_dump().items() if k not in _NOT_RESULT_FIELDS}
+    training.pop("epochs_by_volume")
+    training.pop("epochs")
+    if training["choice_target"] == "letter":  # the study's default: cells keep the ids they had before the field
+        training.pop("choice_target")
+    return {**training, **m.training.overrides()}
+
+
+def pretrain_settings(spec: Spec, m, training: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The settings of a model's pre-training (platform/pretrain.py settings), None without one."""
+    from growthpace.platform import pretrain
+
+    if m.pretrain is None:
+        return None
+    return pretrain.settings(m.pretrain, training or model_training(spec, m), m.resources.workers, spec.seed)
+
+
+def pretrain_identity(spec: Spec, m, training: dict[str, Any]) -> dict[str, Any] | None:
+    from growthpace.platform import pretrain
+
+    if m.pretrain is None:
+        return None
+    digest = pretrain.corpus_digest(pretrain.corpus_path(spec.data_root, m.pretrain))
+    return pretrain.identity(pretrain_settings(spec, m, training), digest)
+
+
 def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
     """Every cell of the study; an impossible allocation is a spec error naming its field."""
     available = pool.available
@@ -99,16 +128,11 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
             raise SpecError(f"field 'data.mixes[{i}]' ({mix.name}): {e}") from None
         requests.append(("mix", None, mix.name, Allocation(counts, mix.synthetic)))
 
-    training = {k: v for k, v in spec.training.model_dump().items() if k not in _NOT_RESULT_FIELDS}
-    training.pop("epochs_by_volume")
-    training.pop("epochs")
-    if training["choice_target"] == "letter":  # the study's default: cells keep the ids they had before the field
-        training.pop("choice_target")
     cells = []
     seen: dict[str, str] = {}
     for m in spec.models:
-        # Memory-bound settings may differ per model (e.g. ZeRO-3 for 33b); unset = the study-wide value.
-        model_training = {**training, **m.training.overrides()}
+        training = model_training(spec, m)
+        pretraining = pretrain_identity(spec, m, training)
         for seed in spec.data.seeds:
             for source, volume, mix, alloc in requests:
                 if m.sources is not None and source not in m.sources:
@@ -122,9 +146,11 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
                     "allocation": [alloc.curated, alloc.synthetic],
                     "seed": seed,
                     "epochs": epochs,
-                    "training": model_training,
+                    "training": training,
                     "workers": m.resources.workers,
                 }
+                if pretraining is not None:  # absent otherwise: cells without pre-training keep their ids
+                    identity["pretrain"] = pretraining
                 cell_id = stable_hash(identity)
                 what = f"mix {mix!r}" if mix else f"{source} volume {volume}"
                 if cell_id in seen:
@@ -145,7 +171,7 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
                         seed=seed,
                         allocation=alloc,
                         epochs=epochs,
-                        training=model_training,
+                        training=training,
                         workers=m.resources.workers,
                         cpus_per_worker=m.resources.cpus_per_worker,
                         gpus_per_worker=m.resources.gpus_per_worker,

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from growthpace.platform.abilities import ABILITIES, EVAL_SPLITS, SOURCES
+from growthpace.platform.records import WORLD
 from growthpace.platform.storage import SAFE_NAME
 
 
@@ -116,6 +117,28 @@ class ModelTraining(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+class Pretrain(_Strict):
+    """A short causal-LM pre-training of the base model on a plain-text corpus before any cell trains
+    from it (a random preset otherwise learns only the answer-letter prior). Fixed by optimizer steps,
+    not time: a run starved of CPU must still see the same tokens."""
+
+    corpus: str = Field(WORLD, min_length=1,
+                        description="UTF-8 text under data.root, one document per line, no chat tokens")
+    steps: Count = Field(description="optimizer steps of the whole pre-training (one pass over the cut/cycled corpus)")
+    lr: Float = Field(1e-3, gt=0)
+    end_lr: Float = Field(1e-4, ge=0)
+    batch: Count = Field(16, description="sequences per optimizer step, over all workers")
+    block: Int = Field(128, ge=8, description="tokens per sequence")
+    seed: Int | None = Field(None, description="the pre-training's data order; default the spec's seed (which also seeds the raw base)")
+
+    @field_validator("corpus")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"{v!r}: a path relative to data.root, inside it")
+        return v
+
+
 class ModelSpec(_Strict):
     name: str = Field(min_length=1, description="a preset name or an HF path / local directory")
     size: str = Field(min_length=1, description="size label used in tables and plots")
@@ -125,11 +148,19 @@ class ModelSpec(_Strict):
         None, description="which cells this model trains (default: every source and mix of the grid)"
     )
     training: ModelTraining = ModelTraining()
+    pretrain: Pretrain | None = Field(None, description="pre-train the base on a text corpus before the cells")
 
     @field_validator("sources")
     @classmethod
     def _sources(cls, v: list[str] | None) -> list[str] | None:
         return v if v is None else _unique(v, "sources")
+
+    @model_validator(mode="after")
+    def _pretrain_batch_splits(self) -> "ModelSpec":
+        if self.pretrain is not None and self.pretrain.batch % self.resources.workers:
+            raise ValueError(f"pretrain.batch {self.pretrain.batch} is not a multiple of resources.workers "
+                             f"{self.resources.workers}: every worker takes the same share of a step")
+        return self
 
 
 class Mix(_Strict):

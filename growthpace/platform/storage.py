@@ -519,6 +519,10 @@ class Layout:
     def base_model(self, key: str) -> StoragePath:
         return self.root / "base" / safe_name(key, "base model key")
 
+    def pretrain_tokens(self, key: str) -> StoragePath:
+        """A pre-training's corpus tokenized once into its epoch's sequences (platform/pretrain.py)."""
+        return self.root / "pretrain" / f"{safe_name(key, 'pretrained base key')}.npz"
+
     def tokenizer(self, key: str) -> StoragePath:
         return self.root / "tokenizer" / safe_name(key, "tokenizer key")
 

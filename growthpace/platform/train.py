@@ -163,8 +163,9 @@ class CellTraining:
         self.engine.load_checkpoint(str(state), tag="state")
         return done
 
-    def train_epoch(self, epoch: int) -> float:
-        """One epoch (0-based) on this rank; returns the mean micro-batch loss over every rank."""
+    def train_epoch(self, epoch: int, micro_losses: list[float] | None = None) -> float:
+        """One epoch (0-based) on this rank; returns the mean micro-batch loss over every rank.
+        ``micro_losses``, when given, gets this rank's loss of each micro-batch in order."""
         c = self.config
         self.engine.train()
         order = epoch_order(len(self.examples), self.global_batch, c["seed"], epoch)
@@ -174,7 +175,10 @@ class CellTraining:
             out = self.engine(**batch, use_cache=False)
             self.engine.backward(out.loss)
             self.engine.step()
-            total += torch.tensor([out.loss.item(), 1.0])
+            loss = out.loss.item()
+            total += torch.tensor([loss, 1.0])
+            if micro_losses is not None:
+                micro_losses.append(loss)
         want = (epoch + 1) * self.steps_per_epoch
         assert self.engine.global_steps == want, (
             f"epoch {epoch + 1} ended at optimizer step {self.engine.global_steps}, not {want}: "
@@ -291,22 +295,69 @@ def _process_age_s() -> float:
         return 0.0
 
 
+def _worker(config: dict[str, Any]) -> tuple[int, int, torch.device, dict[str, Any]]:
+    """This Ray Train worker's rank, world size and device, torch seeded and threaded, and the config
+    with its base model as a node-local folder (from an object store: a copy)."""
+    import ray.train
+
+    from growthpace.platform.storage import localize
+
+    ctx = ray.train.get_context()
+    torch.set_num_threads(max(1, int(os.environ.get("GROWTHPACE_TORCH_THREADS", "1"))))
+    torch.manual_seed(config["seed"])
+    device = torch.device("cuda", ctx.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    config = {**config, "base_model": str(localize(config["base_model"]))}
+    return ctx.get_world_rank(), ctx.get_world_size(), device, config
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def pretrain_base(config: dict[str, Any]) -> None:
+    """Ray Train loop of one base model's pre-training (platform/pretrain.py): one epoch of exactly
+    ``steps`` optimizer steps over the corpus's sequences, then the HF weights + tokenizer as the run's
+    one checkpoint (rank 0's; every rank takes part in gathering ZeRO-3 weights), which the trial
+    moves into base/<key>. Reports steps, tokens seen, first/last loss (the mean over the first and
+    last tenth of rank 0's micro-batches) and the seconds spent in this function."""
+    import ray.train
+
+    from growthpace.platform.data import read_cell_tokens
+
+    entered = time.monotonic()
+    rank, world, device, config = _worker(config)
+    training = CellTraining(config, read_cell_tokens(config["tokens"]), rank, world, device)
+    assert training.steps_per_epoch == config["steps"], (
+        f"{len(training.examples)} sequences at a global batch of {training.global_batch} are "
+        f"{training.steps_per_epoch} steps, not {config['steps']}")
+    ready = time.monotonic()
+    losses: list[float] = []
+    training.train_epoch(0, losses)
+    assert training.engine.global_steps == config["steps"]
+    trained = time.monotonic()
+    tenth = max(1, len(losses) // 10)
+    with tempfile.TemporaryDirectory(prefix="growthpace-pretrain-") as d:
+        training.save_weights(Path(d))
+        metrics = {
+            "steps": training.engine.global_steps,
+            "tokens": training.engine.global_steps * training.global_batch * config["block"],
+            "first_loss": _mean(losses[:tenth]), "last_loss": _mean(losses[-tenth:]),
+            "setup_s": ready - entered, "train_s": trained - ready, "in_worker_s": time.monotonic() - entered,
+            "imports_s": _process_age_s() - (time.monotonic() - entered),
+        }
+        checkpoint = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)  # the default upload: a copy made before it returns
+
+
 def train_cell(config: dict[str, Any]) -> None:
     """Ray Train loop for one cell. ``config``: base_model, tokens, epochs, training settings, tracking."""
     import ray.train
 
     from growthpace.platform.data import read_cell_tokens
-    from growthpace.platform.storage import localize
     from growthpace.platform.tracking import CellRun
 
     entered = time.monotonic()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(os.environ.get("GROWTHPACE_TORCH_THREADS", "1"))))
-    torch.manual_seed(config["seed"])
-    device = torch.device("cuda", ctx.get_local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-
-    config = {**config, "base_model": str(localize(config["base_model"]))}  # object store: a node-local copy
+    rank, world, device, config = _worker(config)
     memory: dict[str, int] = {}
     training = CellTraining(config, read_cell_tokens(config["tokens"]), rank, world, device, memory)
 
