@@ -1,6 +1,6 @@
-"""experiments/local.yaml's report shows the size hold-out, decision accuracy and paired tests, with costs.
+"""A report in experiments/local.yaml's settings shows the size hold-out, decision accuracy and paired tests, with costs.
 
-A study folder in local.yaml's shape (3 sizes x 2 sources x 4 volumes, one seed) is filled with
+A study folder of local.yaml's former shape (3 sizes x 2 sources x 4 volumes, one seed) is filled with
 synthetic scores, per-item predictions and the sweep's checkpoint lists, then `growthpace report` runs
 on it as a user would.
 """
@@ -38,6 +38,14 @@ def local_study(tmp_path_factory):
 def build_local_study(root: Path) -> tuple[Path, Path]:
     """(spec path, storage) of a finished local.yaml-shaped study under root, before `growthpace report`."""
     raw = yaml.safe_load(LOCAL.read_text())
+    # The shape these checks were written for (3 sizes, so the hold-out fits two; volumes 10-640),
+    # declared here so a change of the embedded default's grid does not change what this test checks.
+    template = raw["models"][0]
+    raw["models"] = [{**template, "name": name, "size": size}
+                     for name, size in (("llama-nano", "0.2M"), ("llama-micro", "0.6M"), ("llama-mini", "1.6M"))]
+    raw["data"]["volumes"] = [10, 40, 160, 640]
+    raw["data"]["generate"].update(valid_per_ability=20, test_per_ability=40, ood_per_subject=20)
+    raw["training"].update(epochs=3, epochs_by_volume={10: 6, 40: 4})
     raw["storage"] = str(root / "store")
     raw["data"]["root"] = str(root / "no-data")  # the report never reads the dataset it cannot find
     spec_path = root / "local.yaml"
