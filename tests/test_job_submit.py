@@ -276,7 +276,12 @@ def test_submitted_study(ray_head, mlflow_server, small_data, tmp_path):
     # The driver attached to our head node (RAY_ADDRESS from the job server), it did not start its own.
     # What the libraries print goes to the study's log file, not to the job's console (jobs/progress.py).
     ray_log = (storage / "logs" / "ray.log").read_text()
-    assert "Started a local Ray instance" not in logs + ray_log
+    # Both cells' Ray Train workers ran on this head's cluster (a driver that started a cluster of its
+    # own would leave none here); the state API reads the head's actor table through its dashboard.
+    listed = ray_head.ray("list", "actors", "--address", ray_head.address, "--filter", "class_name=RayTrainWorker",
+                          "--limit", "1000", "--format", "json", timeout=120)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert len(json.loads(listed.stdout)) >= 2, listed.stdout[-2000:]
     assert f"Ray, DeepSpeed and MLflow output: {storage.resolve() / 'logs' / 'ray.log'}" in logs
     assert "Setting accelerator to CPU" in ray_log and "Setting accelerator to CPU" not in logs
     status = ray_head.ray("job", "status", "--address", ray_head.address, submission, timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from growthpace.platform.spec import Spec
@@ -78,7 +79,9 @@ def connect(spec: Spec) -> None:
     env = worker_env(spec)
     # Ray Train's controller reads this in the driver's process tree too.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])
-    kwargs: dict = {"runtime_env": runtime_env(spec), "log_to_driver": False}
+    # Ray's INFO lines ("Started a local Ray instance", "Connected to Ray cluster") would reach the console
+    # when the pre-flight connects, before the console view captures the libraries' output; warnings do.
+    kwargs: dict = {"runtime_env": runtime_env(spec), "log_to_driver": False, "logging_level": logging.WARNING}
     if not os.environ.get("RAY_ADDRESS"):
         kwargs.update(
             num_cpus=spec.ray.num_cpus,
