@@ -125,7 +125,7 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
     from ray import tune
 
     from growthpace.jobs.progress import active
-    from growthpace.jobs.sweep import SweepError
+    from growthpace.jobs.sweep import SweepError, fit_grid, trial_errors
     from growthpace.jobs.tune_progress import PretrainProgress
 
     layout, training = study.layout, study.spec.training
@@ -146,20 +146,11 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
         trials.append({"job": asdict(j), "train": train, "storage": str(layout.root)})
     trainable = tune.with_resources(_pretrain_trial, lambda p: {"CPU": p["trial"]["job"]["resources"]["driver_cpus"]})
     name = f"pretrain-{stable_hash(sorted(j.key for j in pending))}"
-    if tune.Tuner.can_restore(str(layout.tune / name)):
-        tuner = tune.Tuner.restore(str(layout.tune / name), trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=training.max_concurrent_trials, reuse_actors=False),
-            run_config=tune.RunConfig(name=name, storage_path=str(layout.tune), verbose=0, callbacks=[PretrainProgress()]),
-        )
-    results = tuner.fit()
+    results = fit_grid(trainable, trials, name, layout, training.max_concurrent_trials, PretrainProgress())
     failed = [j.size for j in pending if not j.done()]
     if failed:
-        errors = "; ".join(str(r.error).strip().splitlines()[-1] for r in results if r.error)[:2000]
-        raise SweepError(f"pre-training of {len(failed)} base(s) did not finish: {', '.join(failed)}. {errors}")
+        raise SweepError(f"pre-training of {len(failed)} base(s) did not finish: {', '.join(failed)}. "
+                         f"{trial_errors(results)}")
     return bases, pending
 
 

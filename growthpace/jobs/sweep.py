@@ -117,6 +117,21 @@ def sweep(
     trials = [{"cell": c.to_dict(), "train": configs[c.cell_id], "storage": str(layout.root)} for c in pending]
     trainable = tune.with_resources(_cell_trial, lambda p: {"CPU": p["trial"]["cell"]["driver_cpus"]})
     name = f"sweep-{stable_hash(sorted(c.cell_id for c in pending))}"
+    results = fit_grid(trainable, trials, name, layout, max_concurrent, CellProgress())
+    failed = [
+        c.label for c in pending if not layout.cell_checkpoints(c.cell_id).exists()
+    ]
+    if failed:
+        raise SweepError(f"{len(failed)} cell(s) did not finish: {', '.join(failed)}. {trial_errors(results)}")
+    return pending
+
+
+def fit_grid(trainable, trials: list[dict], name: str, layout: Layout, max_concurrent: int, callback):
+    """Ray Tune runs one trial per entry of ``trials`` (the param "trial"), at most ``max_concurrent``
+    at once; a run of the same ``name`` killed earlier is resumed (its unfinished and errored trials).
+    Returns Tune's results. Cells (above) and pre-trainings (jobs/pretrain.py) both run through here."""
+    from ray import tune
+
     path = layout.tune / name
     if tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
@@ -125,18 +140,16 @@ def sweep(
             trainable,
             param_space={"trial": tune.grid_search(trials)},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
-            # verbose=0: no trial tables; the study's own view (jobs/progress.py) shows each cell.
-            run_config=tune.RunConfig(name=name, storage_path=str(layout.tune), verbose=0, callbacks=[CellProgress()]),
+            # verbose=0: no trial tables; the study's own view (jobs/progress.py) shows each trial.
+            run_config=tune.RunConfig(name=name, storage_path=str(layout.tune), verbose=0, callbacks=[callback]),
         )
-    results = tuner.fit()
-    failed = [
-        c.label for c in pending if not layout.cell_checkpoints(c.cell_id).exists()
-    ]
-    if failed:
-        # The exception's own line ends Ray's error text; the whole text was shown as each trial failed.
-        errors = "; ".join(_last_line(str(r.error)) for r in results if r.error)[:2000]
-        raise SweepError(f"{len(failed)} cell(s) did not finish: {', '.join(failed)}. {errors}")
-    return pending
+    return tuner.fit()
+
+
+def trial_errors(results) -> str:
+    """The failed trials' errors, one line each: the exception's own line ends Ray's error text (the
+    whole text was shown as each trial failed)."""
+    return "; ".join(_last_line(str(r.error)) for r in results if r.error)[:2000]
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace sweep`

@@ -285,14 +285,16 @@ def drop_resume_state_at(filesystem, checkpoint_path: str) -> bool:
     return True
 
 
-def _process_age_s() -> float:
-    """Seconds since this process started (Linux /proc; 0 where unknown)."""
+def _imports_s(entered: float) -> float:
+    """Seconds this worker process lived before its train function was ``entered`` (time.monotonic()):
+    Python's start and the library imports (Linux /proc; 0 where unknown)."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return 0.0
+    return max(0.0, age - (time.monotonic() - entered))
 
 
 def _worker(config: dict[str, Any]) -> tuple[int, int, torch.device, dict[str, Any]]:
@@ -343,7 +345,7 @@ def pretrain_base(config: dict[str, Any]) -> None:
             "tokens": training.engine.global_steps * training.global_batch * config["block"],
             "first_loss": _mean(losses[:tenth]), "last_loss": _mean(losses[-tenth:]),
             "setup_s": ready - entered, "train_s": trained - ready, "in_worker_s": time.monotonic() - entered,
-            "imports_s": _process_age_s() - (time.monotonic() - entered),
+            "imports_s": _imports_s(entered),
         }
         checkpoint = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
         ray.train.report(metrics, checkpoint=checkpoint)  # the default upload: a copy made before it returns
@@ -371,7 +373,7 @@ def train_cell(config: dict[str, Any]) -> None:
     # What the cell's wall time is made of (the sweep writes it to checkpoints.json): compute_s is the
     # epochs themselves (training, and the checkpoints written before the last), setup_s this function before them (model
     # load, DeepSpeed init), imports_s the worker process before this function (Python and library imports).
-    timing = {"setup_s": time.monotonic() - entered, "imports_s": _process_age_s() - (time.monotonic() - entered)}
+    timing = {"setup_s": time.monotonic() - entered, "imports_s": _imports_s(entered)}
     compute_started = time.monotonic()
     for epoch in range(start_epoch, config["epochs"]):
         loss = training.train_epoch(epoch)
