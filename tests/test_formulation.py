@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from growthpace.evaluators.formulation import (
-    FORMULATIONS, FormulationError, letter_text_replies, option_lines, parse_split, split_name, to_option,
-    with_choice_target,
+    CHOICE_TARGETS, FORMULATIONS, FormulationError, describe, formulate, letter_text_replies, option_lines,
+    parse_split, split_name, to_cloze, to_option, with_choice_target, without_options,
 )
 from growthpace.evaluators.scoring import Prediction, expected_score, needs, question_kind, score
 from growthpace.platform.records import Record
@@ -130,6 +130,65 @@ def test_split_names_of_secondary_formulations_are_mlflow_metric_names():
     assert validate_param_and_metric_name(f"{split_name('ood', 'letter', 'option')}/physician")
 
 
+# ------------------------------------------------------------------------------------ the cloze formulation
+
+
+def test_cloze_puts_the_question_without_its_options_and_ranks_the_bare_texts_gold_first():
+    c = to_cloze(BIO)
+    assert c.prompt == (("user", "Which organelle holds the DNA?"),)
+    assert c.choices == ("nucleus", "ribosome", "mitochondrion", "cell membrane") and c.gold == "nucleus"
+    assert question_kind(c) == "perplexity" and expected_score(c) == pytest.approx(0.25)
+    assert score(c, Prediction(candidate_nll=(0.4, 0.5, 0.6, 0.7))).correct
+    assert not score(c, Prediction(candidate_nll=(0.5, 0.5, 0.6, 0.7))).correct  # a tie stays wrong
+    assert formulate(BIO, "cloze") == c and formulate(BIO, "option") == to_option(BIO)
+
+
+def test_cloze_keeps_a_dialogue_and_its_passage_and_drops_only_the_last_run_of_options():
+    c = to_cloze(DIALOGUE)
+    assert c.prompt == (DIALOGUE.messages[0], DIALOGUE.messages[1], ("user", "Question: Where does my sister live?"))
+    assert c.choices == ("Rome", "Cairo", "Lima")
+    passage = "A. note: the key is under the mat.\nWhere is the key?\nA. under the mat\nB. in the car"
+    assert without_options(passage) == "A. note: the key is under the mat.\nWhere is the key?"
+    assert option_lines(passage) == {"A": "A. under the mat", "B": "B. in the car"}
+
+
+def test_cloze_writes_the_worked_examples_as_questions_and_texts():
+    c = to_cloze(OOD)
+    assert c.prompt == (("user", "Lack of which vitamin causes scurvy?"), ("assistant", "vitamin C"),
+                        ("user", "Which organ is inflamed in hepatitis?"))
+    assert c.choices == ("liver", "lung", "kidney", "pancreas")
+
+
+@pytest.mark.parametrize("gold", ["正确", "×"])
+def test_cloze_ranks_true_false_words_as_the_option_formulation_does(gold):
+    assert to_cloze(tf(gold)) == to_option(tf(gold))
+
+
+def test_cloze_leaves_kinds_without_one_option_text_and_rejects_an_option_without_text():
+    math = Record("math", "m1", (("user", "1 + 1?"), ("assistant", "The answer is \\boxed{2}.")), 0)
+    ethics = Record("ethics", "e1", (("user", "Which are wrong?\nA. lie\nB. help"), ("assistant", "A")), 0)
+    assert to_cloze(math) is math and with_choice_target(ethics, "cloze") is ethics
+    empty = Record("biology", "x", (("user", "Which?\nA.\nB. heart"), ("assistant", "B")), 0)
+    with pytest.raises(FormulationError, match="'x'.*cloze formulation"):
+        to_cloze(empty)
+
+
+def test_choice_target_cloze_trains_the_question_without_options_on_the_option_text():
+    assert with_choice_target(BIO, "cloze").messages == (("user", "Which organelle holds the DNA?"),
+                                                         ("assistant", "nucleus"))
+    assert with_choice_target(OOD, "cloze").messages[1::2] == (("assistant", "vitamin C"), ("assistant", "liver"))
+    hedge = Record("history", "h", (("user", "Who?\nA. Qin\nB. Han"), ("assistant", "I think B")), 0)
+    assert with_choice_target(hedge, "cloze") is hedge  # the reply needs its options: the pair stays
+    with pytest.raises(ValueError, match="choice target"):
+        with_choice_target(BIO, "words")
+
+
+def test_describe_names_each_formulation_and_what_it_leaves():
+    text = describe(["cloze", "letter"])
+    assert text.startswith("Scores use the cloze formulation (OLMES") and "without its options" in text
+    assert "fill-in-the-blank" in text and "Also scored, beside it: letter" in text
+
+
 # ------------------------------------------------------------------------------------------- the spec
 
 
@@ -152,7 +211,7 @@ def test_spec_formulation_default_one_name_or_a_list(tmp_path, small_data):
     assert set(EvaluationSpec.model_fields["formulation"].annotation.__args__[0].__args__) == set(FORMULATIONS)
 
 
-@pytest.mark.parametrize("value, why", [("cloze", "letter"), (["option", "option"], "duplicate"), ([], "at least 1")])
+@pytest.mark.parametrize("value, why", [("mc", "cloze"), (["option", "option"], "duplicate"), ([], "at least 1")])
 def test_a_bad_formulation_names_the_field(tmp_path, small_data, value, why):
     from growthpace.platform.spec import SpecError, load_spec
 
@@ -172,16 +231,21 @@ def test_choice_target_is_part_of_the_cell_id_and_the_default_keeps_the_old_ids(
     assert letter.cell_id != text.cell_id
     with pytest.raises(SpecError, match=r"field 'training\.choice_target'"):
         load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "text"}))
+    from growthpace.platform.spec import TrainingSpec
+
+    assert set(TrainingSpec.model_fields["choice_target"].annotation.__args__) == set(CHOICE_TARGETS)
 
 
-def test_letter_text_cells_train_on_option_lines(tmp_path, small_data):
+@pytest.mark.parametrize("target", ["letter_text", "cloze"])
+def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data, target):
     from growthpace.platform.cells import expand
     from growthpace.platform.data import load_dataset, write_cell_data
     from growthpace.platform.records import read_records
     from growthpace.platform.spec import load_spec
     from growthpace.platform.storage import Layout
+    from growthpace.evaluators.formulation import option_text
 
-    spec = load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "letter_text"}))
+    spec = load_spec(_spec_file(tmp_path, small_data, training={"choice_target": target}))
     dataset = load_dataset(spec)
     cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
     layout = Layout(spec.storage_path)
@@ -190,7 +254,10 @@ def test_letter_text_cells_train_on_option_lines(tmp_path, small_data):
     written = read_records(layout.cell_data(cell.cell_id), eval_split=False)
     plain = dataset.pool.select(cell.allocation, cell.seed)
     bio = [(a, b) for a, b in zip(plain, written) if a.type == "biology"]
-    assert bio and all(b.gold == option_lines(a.prompt[-1][1])[a.gold] for a, b in bio)
+    lines = [option_lines(a.prompt[-1][1])[a.gold] for a, _ in bio]
+    assert bio and [b.gold for _, b in bio] == (lines if target == "letter_text" else [option_text(x) for x in lines])
+    if target == "cloze":
+        assert all(not option_lines(b.prompt[-1][1]) and b.prompt[-1][1] in a.prompt[-1][1] for a, b in bio)
     ethics = [(a, b) for a, b in zip(plain, written) if a.type == "ethics"]
     assert ethics and all(a == b for a, b in ethics)
     from growthpace.platform.allocation import card as card_of
@@ -280,8 +347,9 @@ def test_report_states_the_formulation_and_shows_the_secondary_at_the_primary_se
     assert set(selected["split"]) == {"test", "ood"}  # selection reads the primary's splits only
     fm = formulations(scores, selected, ["option", "letter"])
     assert fm["primary"] == "option" and fm["secondary"] == ["letter"]
-    assert fm["sentence"].startswith("Scores use the option formulation (OLMES cloze: option texts ranked by "
-                                     "perplexity for choice and true/false items; math, cloze and ethics as the study")
+    assert fm["sentence"].startswith("Scores use the option formulation (option lines (`B. heart`) ranked by "
+                                     "perplexity, the options shown")
+    assert "; math, fill-in-the-blank and ethics as the study scores them)" in fm["sentence"]
     by = {(r["volume"], r["split"]): r for r in fm["rows"]}
     assert by[(10, "test")]["scores"] == {"option": 61.0, "letter": 31.0}  # epoch 1, the option-selected one
     assert by[(40, "ood")]["scores"] == {"option": 64.0, "letter": 34.0}

@@ -311,9 +311,10 @@ class TrainingSpec(_Strict):
         "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
         "an object store (docs/cluster.md)")
     max_concurrent_trials: Int = Field(2, ge=1)
-    choice_target: Literal["letter", "letter_text"] = Field(
-        "letter", description="the reply a choice item is trained on: 'letter' (the study's: `B`) or 'letter_text' "
-        "(the option's line: `B. heart`; evaluators/formulation.py); part of the cell's items and id")
+    choice_target: Literal["letter", "letter_text", "cloze"] = Field(
+        "letter", description="the reply a choice item is trained on: 'letter' (the study's: `B`), 'letter_text' "
+        "(the option's line: `B. heart`) or 'cloze' (the question without its options, the reply `heart`; "
+        "evaluators/formulation.py); part of the cell's items and id")
 
     def epochs_for(self, volume: int | None) -> int:
         if volume is not None and volume in self.epochs_by_volume:
@@ -340,10 +341,11 @@ class EvaluationSpec(_Strict):
     resources: ScoringResources = ScoringResources()
     streaming: Bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
-    formulation: Annotated[list[Literal["letter", "option"]], BeforeValidator(_one_or_list)] = Field(
+    formulation: Annotated[list[Literal["letter", "option", "cloze"]], BeforeValidator(_one_or_list)] = Field(
         ["letter"], min_length=1,
         description="how choice and true/false items are put to the model (docs/scoring.md): 'letter' (the "
-        "study's rule) or 'option' (option texts ranked by perplexity, OLMES cloze), or a list of them: the first "
+        "study's rule), 'option' (the option lines ranked by perplexity, options shown) or 'cloze' (OLMES's cloze "
+        "formulation: the question without its options, the option texts ranked), or a list of them: the first "
         "is the primary (selection, tables, fits), the others are scored and reported beside it")
 
     @field_validator("formulation")
