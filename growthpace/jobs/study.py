@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.progress import track
-
 from growthpace.platform.batching import global_batch, optimizer_steps
 from growthpace.platform.cells import Cell, expand
 from growthpace.platform.chat import ChatEncoder
@@ -147,6 +145,8 @@ def check_scoring_backend(spec: Spec) -> None:
 def materialise(study: Study) -> dict[str, Path]:
     """Write base models and every cell's data and card; return model name -> base model path."""
     spec, layout = study.spec, study.layout
+    from rich.progress import track
+
     from growthpace.platform.tracking import redact
 
     write_json(layout.root / "study.json", redact(spec.model_dump(mode="json")))  # e.g. ray.env_vars.HF_TOKEN -> ***

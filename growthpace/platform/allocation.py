@@ -78,7 +78,7 @@ class Pool:
     def __init__(self, curated: dict[str, list[Record]], synthetic: list[Record] | None):
         self.curated = curated
         self.synthetic = synthetic or []
-        self._orders: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
+        self._orders: dict[tuple[int, int, bool], tuple[list[int], list[int] | None]] = {}
 
     @classmethod
     def load(cls, root: Path, train_split: str, with_synthetic: bool) -> "Pool":
@@ -90,7 +90,7 @@ class Pool:
     def available(self) -> dict[str, int]:
         return {a: len(v) for a, v in self.curated.items()}
 
-    def _ordered(self, records: list[Record], seed: int, by_ability: bool) -> list[tuple[int, int]]:
+    def _ordered(self, records: list[Record], seed: int, by_ability: bool) -> tuple[list[int], list[int] | None]:
         """The seed's order of ``records`` (one of this pool's lists), computed once: ``plan`` selects
         from the same list for every cell, and hashing a 40,960-item pool per cell dominated it."""
         key = (id(records), seed, by_ability)
@@ -99,17 +99,27 @@ class Pool:
         return self._orders[key]
 
     @staticmethod
-    def _order(records: list[Record], seed: int, by_ability: bool) -> list[tuple[int, int]]:
-        """(position in ``records``, rank within its ability, or within the whole list) in key order;
-        equal keys (one idx under two types of a synthetic pool) keep the file's order."""
+    def _order(records: list[Record], seed: int, by_ability: bool) -> tuple[list[int], list[int] | None]:
+        """(positions in ``records`` in key order, each one's rank within its type there; None when the
+        list is one group, so ranks are places in that order). Equal keys (one idx under two types of a
+        synthetic pool) keep the file's order."""
         keys = [_order_key(seed, r.type if by_ability else "synthetic", r.idx) for r in records]
-        ranks: Counter[str] = Counter()
-        out = []
-        for pos in sorted(range(len(records)), key=keys.__getitem__):
-            group = records[pos].type if by_ability else ""
-            out.append((pos, ranks[group]))
-            ranks[group] += 1
-        return out
+        order = sorted(range(len(records)), key=keys.__getitem__)
+        if not by_ability or len({r.type for r in records}) <= 1:
+            return order, None
+        seen: Counter[str] = Counter()
+        ranks = []
+        for pos in order:
+            ranks.append(seen[records[pos].type])
+            seen[records[pos].type] += 1
+        return order, ranks
+
+    def _first(self, records: list[Record], n: int, seed: int, by_ability: bool) -> list[Record]:
+        """The first n of each type (by_ability), or of all, in the seed's order."""
+        order, ranks = self._ordered(records, seed, by_ability)
+        if ranks is None:
+            return [records[pos] for pos in order[:n]]
+        return [records[pos] for pos, rank in zip(order, ranks) if rank < n]
 
     def select(self, alloc: Allocation, seed: int) -> list[Record]:
         """The first n items of each ability in the seed's order; then the synthetic items."""
@@ -120,14 +130,13 @@ class Pool:
                 raise AllocationError(f"ability {ability!r}: asked for {n} items, {len(records)} exist")
             if n == 0:
                 continue
-            out.extend(records[pos] for pos, rank in self._ordered(records, seed, by_ability=True) if rank < n)
+            out.extend(self._first(records, n, seed, by_ability=True))
         if alloc.synthetic:
             if alloc.synthetic > len(self.synthetic):
                 raise AllocationError(
                     f"synthetic: asked for {alloc.synthetic} items, {len(self.synthetic)} exist"
                 )
-            order = self._ordered(self.synthetic, seed, by_ability=False)
-            out.extend(self.synthetic[pos] for pos, _ in order[: alloc.synthetic])
+            out.extend(self._first(self.synthetic, alloc.synthetic, seed, by_ability=False))
         return out
 
 

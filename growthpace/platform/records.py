@@ -130,7 +130,7 @@ def read_records(
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
     data = path.read_bytes()
-    with _no_cycle_collection():
+    with no_cycle_collection():
         records = _read_fast(data, eval_split, types, label_synthetic)
         if records is None:
             records = _read_checked(data, path, eval_split, types, label_synthetic)
@@ -140,9 +140,9 @@ def read_records(
 
 
 @contextmanager
-def _no_cycle_collection():
-    """Records hold no reference cycles; while 10^5 of them are built the cycle collector would only
-    rescan the growing heap, over and over (a third of reading a DoIT-scale pool)."""
+def no_cycle_collection():
+    """Records hold no reference cycles; while 10^5 of them are built and used the cycle collector
+    would only rescan the growing heap, over and over (a third of reading a DoIT-scale pool)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
