@@ -115,3 +115,27 @@ def test_llama_folder_params_from_config_json(tmp_path):
                           num_attention_heads=4, **extra)
         cfg.save_pretrained(tmp_path / str(i))
         assert param_count(str(tmp_path / str(i))) == count_params(cfg), extra
+
+
+def test_piecewise_counts_equal_the_tokenizers_own_on_any_ascii(small_data):
+    """text_lengths splits ASCII text itself (ByteLevel's pattern) and encodes each distinct piece once:
+    every count must equal the tokenizer's encoding of the whole text, for control characters, whitespace
+    runs, contractions, digits, an added token's string inside a text, and non-ASCII text (encoded whole)."""
+    import random
+
+    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data import Dataset
+    from growthpace.platform.allocation import Pool
+    from growthpace.platform.models import train_bpe
+
+    pool = Pool.load(small_data, "1000", with_synthetic=True)
+    tok = train_bpe(Dataset(small_data, pool, "x").train_records())
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)] + list(" \t\n\r'sdtmlrev0123") * 6 + [
+        "'s", "'ll", "'re", "  ", "<eot>", "<user>", "<assistant", "é", "中文", "\u00a0", "\x1c"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
+    texts += ["", " ", "a  b", "x \n", "it's", "IT'S", "'''s", "1,000.50", "\x1c\x1d\x1e\x1f x"]
+    want = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    got = ChatEncoder(tok).text_lengths(texts)
+    assert got == want
+    assert sum(t.isascii() for t in texts) > 10000  # most took the piecewise path
