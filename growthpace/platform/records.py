@@ -179,29 +179,32 @@ def _read_fast(data: bytes, eval_split: bool, types: tuple[str, ...], label: boo
     known to be good; the rule and its messages are parse_record's."""
     records: list[Record] = []
     seen: set[str] = set()
+    allowed = frozenset(types)
     try:
         for n, line in enumerate(data.split(b"\n"), start=1):
-            if not line.strip():  # bytes.strip: ASCII whitespace, a subset of what str.strip drops
+            if not line or line.isspace():  # ASCII whitespace: a subset of what str.strip drops
                 continue
             s = _decode_shape(line)
             rtype, idx, fmt = _label_synthetic(s.type, s.idx, s.question_format, n) if label else (
                 s.type, s.idx, s.question_format)
-            if rtype not in types or idx is UNSET or fmt is UNSET or not s.messages:
+            turns = s.messages
+            if (rtype not in allowed or idx is UNSET or fmt is UNSET or not turns or turns[-1].role != "assistant"
+                    or turns[0].role != "user"):
                 return None
-            turns = tuple([(t.role, t.content) for t in s.messages])
-            if turns[-1][0] != "assistant" or turns[0][0] != "user":
+            choices, answer = s.choices, s.answer
+            if choices is not None:
+                choices = tuple(choices)
+            if answer is not None and not isinstance(answer, str):
+                answer = str(answer)
+            if eval_split and ((fmt == 1 and (choices is None or len(choices) != 3)) or (
+                    rtype == "math" and fmt == 0 and (answer is None or not answer.strip()))):
                 return None
-            choices = None if s.choices is None else tuple(s.choices)
-            if fmt == 1 and eval_split and (choices is None or len(choices) != 3):
+            idx = str(idx)
+            key = f"{rtype}/{idx}"  # Record.key
+            if key in seen:
                 return None
-            answer = s.answer if s.answer is None or isinstance(s.answer, str) else str(s.answer)
-            if rtype == "math" and eval_split and fmt == 0 and (answer is None or not answer.strip()):
-                return None
-            rec = Record(rtype, str(idx), turns, fmt, choices, answer)
-            if rec.key in seen:
-                return None
-            seen.add(rec.key)
-            records.append(rec)
+            seen.add(key)
+            records.append(Record(rtype, idx, tuple([(t.role, t.content) for t in turns]), fmt, choices, answer))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return records
