@@ -16,11 +16,22 @@ IGNORE = -100
 # ByteLevel's pre-tokenizer split (GPT-2's pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
 # ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+) on ASCII text, where \p{L} is [A-Za-z], \p{N} [0-9] and
 # Oniguruma's \s [\t\n\v\f\r ] (not Python's, which adds \x1c-\x1f). BPE encodes each piece alone, so
-# an ASCII text's token count is the sum of its pieces' counts (ChatEncoder.text_lengths).
+# a text's token count is the sum of its pieces' counts (ChatEncoder._counts). The pattern reads only
+# each character's class and ASCII literals, so a text with other characters splits where the same
+# text with each of them replaced by an ASCII character of its class splits (_pieces).
 _ASCII_PIECES = re.compile(
     r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\t\n\x0b\x0c\r A-Za-z0-9]+"
     r"|[\t\n\x0b\x0c\r ]+(?![^\t\n\x0b\x0c\r ])|[\t\n\x0b\x0c\r ]+"
 )
+
+
+def _pieces(text: str, stand_in: dict[int, str]) -> list[str]:
+    """ByteLevel's pieces of ``text``: those of its ASCII stand-in (ChatEncoder._stand_ins), cut from ``text``."""
+    out, start = [], 0
+    for piece in _ASCII_PIECES.findall(text.translate(stand_in)):
+        out.append(text[start:start + len(piece)])
+        start += len(piece)
+    return out
 
 
 class ChatEncoder:
@@ -66,44 +77,60 @@ class ChatEncoder:
     def lengths(self, conversations, max_length: int) -> list[int]:
         """``len(example(m, max_length)[0])`` for each conversation, without building the ids: ``plan``
         counts every item of a DoIT-scale pool. _frame adds a role tag and an <eot> to each turn."""
-        counts = iter(self.text_lengths([content for messages in conversations for _, content in messages]))
-        return [min(sum(next(counts) + 2 for _ in m), max_length) for m in conversations]
+        counts = self._counts([content for messages in conversations for _, content in messages])
+        return [min(sum([counts[c] for _, c in m]) + 2 * len(m), max_length) for m in conversations]
 
     def text_lengths(self, texts: list[str]) -> list[int]:
         """``len(self.text(t))`` for each text; each distinct text encoded once (answers repeat: "A")."""
-        distinct = list(dict.fromkeys(texts))
-        counts = dict(zip(distinct, self._distinct_lengths(distinct)))
+        counts = self._counts(texts)
         return [counts[t] for t in texts]
 
-    def _distinct_lengths(self, texts: list[str]) -> list[int]:
+    def _counts(self, texts: list[str]) -> dict[str, int]:
+        """Distinct text -> ``len(self.text(t))``."""
+        distinct = list(dict.fromkeys(texts))
         if not self._bare:
-            return [len(ids) for ids in self.texts(texts)]
-        # encode_batch_fast: encode_batch's ids without the offsets, which no count needs
-        encode = lambda batch: [len(e) for e in self.tok.encode_batch_fast(batch, add_special_tokens=False)] if batch else []
-        if not self._splits_like_ascii_pieces():
-            return encode(texts)
-        # A generated pool is millions of words but a few thousand distinct ones: the tokenizer encodes
-        # each distinct piece once, text by text it would split and look each one up again (5x slower).
-        # A text with an added token's string in it (the tokenizer matches those before splitting) or
-        # with non-ASCII characters is encoded whole.
+            return dict(zip(distinct, [len(ids) for ids in self.texts(distinct)]))
+        if not self._splits_by_byte_level_pattern():
+            return dict(zip(distinct, self._encoded_lengths(distinct)))
+        # A pool is millions of words but a few thousand distinct ones: split here, each distinct piece
+        # is encoded once (encoding text by text splits and looks each word up again, 10x slower). A
+        # text with an added token's string in it (matched before any split) is encoded whole.
         added = [t.content for t in self.tok.get_added_tokens_decoder().values()]
-        simple = [t.isascii() and not any(a in t for a in added) for t in texts]
-        pieces = [_ASCII_PIECES.findall(t) for t, ok in zip(texts, simple) if ok]
+        whole = [t for t in distinct if any(a in t for a in added)]
+        stand_in = self._stand_ins(set().union(*[t for t in distinct if not t.isascii()]))
+        split = [t for t in distinct if not any(a in t for a in added)] if whole else distinct
+        pieces = [_ASCII_PIECES.findall(t) if t.isascii() else _pieces(t, stand_in) for t in split]
         vocab = list(set().union(*pieces))
-        piece_len = dict(zip(vocab, encode(vocab)))
-        whole = iter(encode([t for t, ok in zip(texts, simple) if not ok]))
-        split = iter([sum(map(piece_len.__getitem__, p)) for p in pieces])
-        return [next(split) if ok else next(whole) for ok in simple]
+        piece_len = dict(zip(vocab, self._encoded_lengths(vocab)))
+        counts = dict(zip(split, [sum(map(piece_len.__getitem__, p)) for p in pieces]))
+        counts.update(zip(whole, self._encoded_lengths(whole)))
+        return counts
 
-    def _splits_like_ascii_pieces(self) -> bool:
+    def _encoded_lengths(self, texts: list[str]) -> list[int]:
+        # encode_batch_fast: encode_batch's ids without the offsets, which no count needs
+        return [len(e) for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
+
+    def _splits_by_byte_level_pattern(self) -> bool:
         """Whether the bare tokenizer is plan's byte-level BPE: no normalizer, ByteLevel's regex split
-        without a prefix space, a deterministic BPE; then _ASCII_PIECES splits an ASCII text as it does."""
+        without a prefix space, a deterministic BPE, so a text's count is the sum of its pieces'."""
         from tokenizers import models, pre_tokenizers
 
         tok = self.tok
         pre = tok.pre_tokenizer
         return (tok.normalizer is None and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex
                 and not pre.add_prefix_space and isinstance(tok.model, models.BPE) and tok.model.dropout is None)
+
+    def _stand_ins(self, chars: set[str]) -> dict[int, str]:
+        """Each non-ASCII character -> an ASCII one of its class in the split's pattern (letter "a",
+        number "0", other "!", whitespace "\v"), as the tokenizer's own split tells: c is a letter when
+        "a" + c stays one piece, and so on. Asked of the tokenizer, not of Python's Unicode tables,
+        whose version may differ from Oniguruma's."""
+        split = self.tok.pre_tokenizer.pre_tokenize_str
+        out = {}
+        for c in chars:
+            if not c.isascii():
+                out[ord(c)] = next((k for k in "a0!" if len(split(k + c)) == 1), "\v")
+        return out
 
     def _frame(self, roles, texts, max_length: int) -> tuple[list[int], list[int]]:
         ids: list[int] = []
