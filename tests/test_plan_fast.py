@@ -117,25 +117,31 @@ def test_llama_folder_params_from_config_json(tmp_path):
         assert param_count(str(tmp_path / str(i))) == count_params(cfg), extra
 
 
-def test_piecewise_counts_equal_the_tokenizers_own_on_any_ascii(small_data):
-    """text_lengths splits ASCII text itself (ByteLevel's pattern) and encodes each distinct piece once:
-    every count must equal the tokenizer's encoding of the whole text, for control characters, whitespace
-    runs, contractions, digits, an added token's string inside a text, and non-ASCII text (encoded whole)."""
+def test_piecewise_counts_equal_the_tokenizers_own_on_any_text(small_data):
+    """_counts splits text itself (ByteLevel's pattern; a non-ASCII character by the class the tokenizer's
+    split gives it) and encodes each distinct piece once: every count must equal the tokenizer's
+    encoding of the whole text, for control characters, whitespace runs, contractions, digits, an added
+    token's string inside a text, and characters of every kind beyond ASCII (marks, other scripts'
+    digits and numerals, Unicode spaces, CJK, emoji)."""
     import random
 
+    from growthpace.platform.allocation import Pool
     from growthpace.platform.chat import ChatEncoder
     from growthpace.platform.data import Dataset
-    from growthpace.platform.allocation import Pool
     from growthpace.platform.models import train_bpe
 
     pool = Pool.load(small_data, "1000", with_synthetic=True)
     tok = train_bpe(Dataset(small_data, pool, "x").train_records())
     rng = random.Random(0)
+    beyond = ["é", "e\u0301", "中文", "三", "٣", "²", "Ⅻ", "\u00a0", "\u2003", "\u3000", "\u2028", "\x85", "\u200b",
+              "“", "？", "ß", "Ω", "д", "🙂", "\U0001d7d8"]
+    beyond += [chr(rng.choice([rng.randint(0x80, 0x2fff), rng.randint(0x3000, 0xd7ff), rng.randint(0xe000, 0x10ffff)]))
+               for _ in range(300)]
     alphabet = [chr(i) for i in range(128)] + list(" \t\n\r'sdtmlrev0123") * 6 + [
-        "'s", "'ll", "'re", "  ", "<eot>", "<user>", "<assistant", "é", "中文", "\u00a0", "\x1c"]
+        "'s", "'ll", "'re", "  ", "<eot>", "<user>", "<assistant", "\x1c"] + beyond
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
-    texts += ["", " ", "a  b", "x \n", "it's", "IT'S", "'''s", "1,000.50", "\x1c\x1d\x1e\x1f x"]
+    texts += ["", " ", "a  b", "x \n", "it's", "IT'S", "'''s", "1,000.50", "\x1c\x1d\x1e\x1f x", "“百发百中”是什么意思？\nA. x"]
     want = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
     got = ChatEncoder(tok).text_lengths(texts)
     assert got == want
-    assert sum(t.isascii() for t in texts) > 10000  # most took the piecewise path
+    assert sum(not t.isascii() for t in texts) > 5000
