@@ -145,3 +145,33 @@ def test_piecewise_counts_equal_the_tokenizers_own_on_any_text(small_data):
     got = ChatEncoder(tok).text_lengths(texts)
     assert got == want
     assert sum(not t.isascii() for t in texts) > 5000
+
+
+def test_bpe_trained_from_word_counts_equals_the_one_trained_on_the_text(small_data):
+    """train_bpe feeds the trainer word counts (each distinct text split once, here): the tokenizer must be
+    the one the trainer makes from the raw text with ByteLevel's own split, for the pool and for text
+    of every character class (an added token's string included: training splits it as plain text)."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from growthpace.platform.abilities import CHAT_TOKENS
+    from growthpace.platform.allocation import Pool
+    from growthpace.platform.data import Dataset
+    from growthpace.platform.models import VOCAB_SIZE, _corpus, train_bpe
+    from growthpace.platform.records import Record
+
+    rng = random.Random(1)
+    alphabet = [chr(i) for i in range(128)] + list(" \t\n'sdtmlrev0123") * 6 + [
+        "'s", "<eot>", "é", "e\u0301", "中文", "三", "٣", "²", "\u3000", "\u2028", "\x85", "🙂"]
+    odd = [Record("biology", str(i), (("user", "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))),
+                                      ("assistant", rng.choice(["A", "B", " the end", "it's"]))), 0) for i in range(3000)]
+    records = Dataset(small_data, Pool.load(small_data, "1000", with_synthetic=True), "x").train_records() + odd
+
+    reference = Tokenizer(models.BPE())
+    reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    reference.decoder = decoders.ByteLevel()
+    reference.train_from_iterator(_corpus(records), trainer=trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=list(CHAT_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    assert train_bpe(records).to_str() == reference.to_str()

@@ -18,15 +18,31 @@ IGNORE = -100
 # Oniguruma's \s [\t\n\v\f\r ] (not Python's, which adds \x1c-\x1f). BPE encodes each piece alone, so
 # a text's token count is the sum of its pieces' counts (ChatEncoder._counts). The pattern reads only
 # each character's class and ASCII literals, so a text with other characters splits where the same
-# text with each of them replaced by an ASCII character of its class splits (_pieces).
+# text with each of them replaced by an ASCII character of its class splits (byte_level_pieces).
 _ASCII_PIECES = re.compile(
     r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\t\n\x0b\x0c\r A-Za-z0-9]+"
     r"|[\t\n\x0b\x0c\r ]+(?![^\t\n\x0b\x0c\r ])|[\t\n\x0b\x0c\r ]+"
 )
 
 
+def byte_level_pieces(texts: list[str], byte_level) -> list[list[str]]:
+    """Each text's pieces as ``byte_level`` (a ``pre_tokenizers.ByteLevel`` splitting by its pattern, no
+    prefix space) splits it, unmapped: ASCII texts by _ASCII_PIECES, the others by their ASCII stand-in."""
+    stand_in = _stand_ins(set().union(*[t for t in texts if not t.isascii()]), byte_level)
+    return [_ASCII_PIECES.findall(t) if t.isascii() else _pieces(t, stand_in) for t in texts]
+
+
+def _stand_ins(chars: set[str], byte_level) -> dict[int, str]:
+    """Each non-ASCII character -> an ASCII one of its class in the split's pattern (letter "a", number
+    "0", other "!", whitespace "\v"), as ``byte_level``'s own split tells: c is a letter when "a" + c
+    stays one piece, and so on. Asked of the tokenizer, not of Python's Unicode tables, whose version
+    may differ from Oniguruma's."""
+    split = byte_level.pre_tokenize_str
+    return {ord(c): next((k for k in "a0!" if len(split(k + c)) == 1), "\v") for c in chars if not c.isascii()}
+
+
 def _pieces(text: str, stand_in: dict[int, str]) -> list[str]:
-    """ByteLevel's pieces of ``text``: those of its ASCII stand-in (ChatEncoder._stand_ins), cut from ``text``."""
+    """The pieces of ``text``: those of its ASCII stand-in, cut from ``text``."""
     out, start = [], 0
     for piece in _ASCII_PIECES.findall(text.translate(stand_in)):
         out.append(text[start:start + len(piece)])
@@ -97,9 +113,8 @@ class ChatEncoder:
         # text with an added token's string in it (matched before any split) is encoded whole.
         added = [t.content for t in self.tok.get_added_tokens_decoder().values()]
         whole = [t for t in distinct if any(a in t for a in added)]
-        stand_in = self._stand_ins(set().union(*[t for t in distinct if not t.isascii()]))
         split = [t for t in distinct if not any(a in t for a in added)] if whole else distinct
-        pieces = [_ASCII_PIECES.findall(t) if t.isascii() else _pieces(t, stand_in) for t in split]
+        pieces = byte_level_pieces(split, self.tok.pre_tokenizer)
         vocab = list(set().union(*pieces))
         piece_len = dict(zip(vocab, self._encoded_lengths(vocab)))
         counts = dict(zip(split, [sum(map(piece_len.__getitem__, p)) for p in pieces]))
@@ -119,18 +134,6 @@ class ChatEncoder:
         pre = tok.pre_tokenizer
         return (tok.normalizer is None and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex
                 and not pre.add_prefix_space and isinstance(tok.model, models.BPE) and tok.model.dropout is None)
-
-    def _stand_ins(self, chars: set[str]) -> dict[int, str]:
-        """Each non-ASCII character -> an ASCII one of its class in the split's pattern (letter "a",
-        number "0", other "!", whitespace "\v"), as the tokenizer's own split tells: c is a letter when
-        "a" + c stays one piece, and so on. Asked of the tokenizer, not of Python's Unicode tables,
-        whose version may differ from Oniguruma's."""
-        split = self.tok.pre_tokenizer.pre_tokenize_str
-        out = {}
-        for c in chars:
-            if not c.isascii():
-                out[ord(c)] = next((k for k in "a0!" if len(split(k + c)) == 1), "\v")
-        return out
 
     def _frame(self, roles, texts, max_length: int) -> tuple[list[int], list[int]]:
         ids: list[int] = []
