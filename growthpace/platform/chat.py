@@ -13,41 +13,34 @@ from growthpace.platform.abilities import ASSISTANT, EOT, PAD, USER
 
 IGNORE = -100
 
-# ByteLevel's pre-tokenizer split (GPT-2's pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
-# ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+) on ASCII text, where \p{L} is [A-Za-z], \p{N} [0-9] and
-# Oniguruma's \s [\t\n\v\f\r ] (not Python's, which adds \x1c-\x1f). BPE encodes each piece alone, so
-# a text's token count is the sum of its pieces' counts (ChatEncoder._counts). The pattern reads only
-# each character's class and ASCII literals, so a text with other characters splits where the same
-# text with each of them replaced by an ASCII character of its class splits (byte_level_pieces).
-_ASCII_PIECES = re.compile(
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\t\n\x0b\x0c\r A-Za-z0-9]+"
-    r"|[\t\n\x0b\x0c\r ]+(?![^\t\n\x0b\x0c\r ])|[\t\n\x0b\x0c\r ]+"
-)
+# ByteLevel's pre-tokenizer split, GPT-2's pattern 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
+# ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ in Python's re, which has no \p{..}: on ASCII \p{L} is [A-Za-z], \p{N}
+# [0-9] and Oniguruma's \s [\t\n\v\f\r ] (not Python's \s, which adds \x1c-\x1f); each other character
+# a text holds joins the class the tokenizer's own split puts it in (_piece_pattern). BPE encodes each
+# piece alone, so a text's token count is the sum of its pieces' counts (ChatEncoder._counts).
+_PATTERN = (r"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
+_ASCII_CLASSES = {"L": "A-Za-z", "N": "0-9", "S": "\\t\\n\\x0b\\x0c\\r "}
 
 
 def byte_level_pieces(texts: list[str], byte_level) -> list[list[str]]:
     """Each text's pieces as ``byte_level`` (a ``pre_tokenizers.ByteLevel`` splitting by its pattern, no
-    prefix space) splits it, unmapped: ASCII texts by _ASCII_PIECES, the others by their ASCII stand-in."""
-    stand_in = _stand_ins(set().union(*[t for t in texts if not t.isascii()]), byte_level)
-    return [_ASCII_PIECES.findall(t) if t.isascii() else _pieces(t, stand_in) for t in texts]
+    prefix space) splits it, before its byte mapping."""
+    findall = _piece_pattern(set().union(*[t for t in texts if not t.isascii()]), byte_level).findall
+    return [findall(t) for t in texts]
 
 
-def _stand_ins(chars: set[str], byte_level) -> dict[int, str]:
-    """Each non-ASCII character -> an ASCII one of its class in the split's pattern (letter "a", number
-    "0", other "!", whitespace "\v"), as ``byte_level``'s own split tells: c is a letter when "a" + c
-    stays one piece, and so on. Asked of the tokenizer, not of Python's Unicode tables, whose version
-    may differ from Oniguruma's."""
+def _piece_pattern(chars: set[str], byte_level) -> re.Pattern:
+    """_PATTERN with each non-ASCII character of ``chars`` in its class: a letter when ``byte_level``
+    keeps "a" + c one piece, a number when "0" + c, other when "!" + c, else whitespace. Asked of the
+    tokenizer, not of Python's Unicode tables, whose version may differ from Oniguruma's."""
     split = byte_level.pre_tokenize_str
-    return {ord(c): next((k for k in "a0!" if len(split(k + c)) == 1), "\v") for c in chars if not c.isascii()}
-
-
-def _pieces(text: str, stand_in: dict[int, str]) -> list[str]:
-    """The pieces of ``text``: those of its ASCII stand-in, cut from ``text``."""
-    out, start = [], 0
-    for piece in _ASCII_PIECES.findall(text.translate(stand_in)):
-        out.append(text[start:start + len(piece)])
-        start += len(piece)
-    return out
+    classes = dict(_ASCII_CLASSES)
+    for c in sorted(chars):
+        if not c.isascii():
+            kind = next((k for k, probe in (("L", "a"), ("N", "0"), ("O", "!")) if len(split(probe + c)) == 1), "S")
+            if kind != "O":  # "other" is the complement of the three classes
+                classes[kind] += re.escape(c)
+    return re.compile(_PATTERN.format(**classes))
 
 
 class ChatEncoder:
