@@ -8,6 +8,7 @@ Loss is taken only on assistant text and its <eot>.
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 from growthpace.platform.abilities import ASSISTANT, EOT, PAD, USER
 
@@ -86,8 +87,10 @@ class ChatEncoder:
     def lengths(self, conversations, max_length: int) -> list[int]:
         """``len(example(m, max_length)[0])`` for each conversation, without building the ids: ``plan``
         counts every item of a DoIT-scale pool. _frame adds a role tag and an <eot> to each turn."""
-        counts = self._counts([content for messages in conversations for _, content in messages])
-        return [min(sum([counts[c] for _, c in m]) + 2 * len(m), max_length) for m in conversations]
+        texts = [content for messages in conversations for _, content in messages]
+        counts = list(map(self._counts(texts).__getitem__, texts))
+        ends = list(accumulate(map(len, conversations)))
+        return [min(sum(counts[a:b]) + 2 * (b - a), max_length) for a, b in zip([0, *ends], ends)]
 
     def text_lengths(self, texts: list[str]) -> list[int]:
         """``len(self.text(t))`` for each text; each distinct text encoded once (answers repeat: "A")."""
@@ -105,7 +108,9 @@ class ChatEncoder:
         # is encoded once (encoding text by text splits and looks each word up again, 10x slower). A
         # text with an added token's string in it (matched before any split) is encoded whole.
         added = [t.content for t in self.tok.get_added_tokens_decoder().values()]
-        whole = [t for t in distinct if any(a in t for a in added)]
+        joined = "\x00".join(distinct)  # most pools hold no added token's string at all: one search each
+        added = [a for a in added if a in joined]
+        whole = [t for t in distinct if any(a in t for a in added)] if added else []
         split = [t for t in distinct if not any(a in t for a in added)] if whole else distinct
         pieces = byte_level_pieces(split, self.tok.pre_tokenizer)
         vocab = list(set().union(*pieces))
