@@ -94,7 +94,7 @@ def _plan(spec: Path, as_json: bool) -> None:
     for p in pretraining:
         corpus = "" if p["corpus_tokens"] is None else f", corpus {p['corpus_tokens']} tokens ({p['tokens'] / p['corpus_tokens']:.1f} passes)"
         _console().print(f"pretrain {p['size']} ({p['model']}): {p['steps']} optimizer steps x {p['batch']} sequences x "
-                      f"{p['block']} tokens = {p['tokens']} tokens seen ({p['flops']:.2e} FLOPs){corpus}; from {p['corpus']}")
+                         f"{p['block']} tokens = {p['tokens']} tokens seen ({p['flops']:.2e} FLOPs){corpus}; from {p['corpus']}")
     _console().print(
         f"total: {len(rows)} cells, {totals['items']} items, {totals['optimizer_steps']} optimizer steps, "
         f"{totals['train_tokens']} training tokens, {totals['flops']:.3e} FLOPs, {totals['epochs']} checkpoints"
@@ -229,10 +229,10 @@ def recommend(
     table.add_row("mean", "", "", "", *(f"{rec.predicted[k]['value']:.2f}" for k in keys))
     _console().print(table)
     _console().print(f"predicted gain over the even split: {ci(rec.gain)} points (95% bootstrap); "
-                  f"over the study's reconstruct mix: {ci(rec.gain_vs_reconstruct)}")
+                     f"over the study's reconstruct mix: {ci(rec.gain_vs_reconstruct)}")
     if rec.beyond_data:
         _console().print(f"note: more items than the study measured for: {', '.join(rec.beyond_data)} "
-                      "(curves held flat one doubling past the data)")
+                         "(curves held flat one doubling past the data)")
     path = out or s.storage_path / "recommendations" / f"{rec.name}.yaml"
     write_bytes(path, text.encode())
     _console().print(text, highlight=False, markup=False)
@@ -282,7 +282,7 @@ def benchmark(
         if not ok:
             raise typer.Exit(1)
         _console().print(f"logged {', '.join(metric_name(r['benchmark'], r['shots']) for r in rows)} "
-                      f"to run {run_id} (cell {cell}) at step {step}")
+                         f"to run {run_id} (cell {cell}) at step {step}")
 
 
 def main() -> None:
