@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: anything else pulls a CUDA build with GBs of NVIDIA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q "ray[default,train,tune,data]==2.60.0" "transformers>=5.16.1,<5.20" \
-		"mlflow>=3.17,<3.19" "polars>=2.1" pyarrow pandas "pydantic>=2.6" pyyaml typer rich \
+		"mlflow>=3.17,<3.19" "polars>=2.1" pyarrow pandas "pydantic>=2.6" "msgspec>=0.18" pyyaml typer rich \
 		matplotlib scipy numpy ninja tokenizers "sentencepiece>=0.2" protobuf "accelerate>=1.0" "pytest>=8" "gguf>=0.17" \
 		"math-verify==0.9.0" "antlr4-python3-runtime==4.13.2" "moto[server]>=5.2,<6"
 	# The real-model test fixture's GGUF file (tests/real_model.py); its own deps (llm, llama-cpp-python) are unused.

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sys
+from functools import cache
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Instruction-tuning scaling studies.")
-console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+
+
+@cache
+def _console():
+    """The output console, made on first use: `plan --json` prints without rich (issue 13: `plan` is instant)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _guard(fn):
@@ -40,6 +45,13 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document: cells and totals"),
 ) -> None:
     """Print every cell with its items, optimizer steps, tokens, FLOPs, resources, GPU-hours and storage."""
+    from growthpace.platform.records import no_cycle_collection
+
+    with no_cycle_collection():  # a study's 10^5 records: a quarter of a DoIT-scale plan was the collector's
+        _plan(spec, as_json)
+
+
+def _plan(spec: Path, as_json: bool) -> None:
     from growthpace.jobs.pretrain import plan_rows as pretrain_rows
     from growthpace.jobs.study import plan_rows, plan_totals, prepare
 
@@ -56,6 +68,8 @@ def plan(
                "pretrain": pretraining}
         typer.echo(json.dumps(doc, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"{s.name}: {len(rows)} cells")
     cols = ["cell_id", "model", "size", "source", "volume", "seed", "items", "tokens", "epochs", "global_batch",
             "optimizer_steps", "params", "flops", "cpus", "gpus"]
@@ -70,18 +84,18 @@ def plan(
         table.add_column(heads.get(c, c), justify="right" if c not in ("cell_id", "model", "size", "source") else "left")
     for r in rows:
         table.add_row(*[fmt.get(c, str)(r[c]) for c in cols])
-    console.print(table)
+    _console().print(table)
     if declared:
-        console.print(
+        _console().print(
             f"data: {s.data_root} is absent: item counts are DECLARED in the spec (data.declared: "
             f"{s.data.declared.source}), not read; tokens = items x declared tokens per item; cell ids are "
             "provisional (they change once the real files are hashed)"
         )
     for p in pretraining:
         corpus = "" if p["corpus_tokens"] is None else f", corpus {p['corpus_tokens']} tokens ({p['tokens'] / p['corpus_tokens']:.1f} passes)"
-        console.print(f"pretrain {p['size']} ({p['model']}): {p['steps']} optimizer steps x {p['batch']} sequences x "
-                      f"{p['block']} tokens = {p['tokens']} tokens seen ({p['flops']:.2e} FLOPs){corpus}; from {p['corpus']}")
-    console.print(
+        _console().print(f"pretrain {p['size']} ({p['model']}): {p['steps']} optimizer steps x {p['batch']} sequences x "
+                         f"{p['block']} tokens = {p['tokens']} tokens seen ({p['flops']:.2e} FLOPs){corpus}; from {p['corpus']}")
+    _console().print(
         f"total: {len(rows)} cells, {totals['items']} items, {totals['optimizer_steps']} optimizer steps, "
         f"{totals['train_tokens']} training tokens, {totals['flops']:.3e} FLOPs, {totals['epochs']} checkpoints"
     )
@@ -90,14 +104,14 @@ def plan(
         for r in rows:
             by_size[r["size"]] = by_size.get(r["size"], 0.0) + (r["gpu_hours"] or 0.0)
         missing = sum(1 for r in rows if r["gpu_hours"] is None)
-        console.print(
+        _console().print(
             f"gpu-hours (training; packed training tokens / resources.throughput_tokens_per_gpu_s): "
             f"{sum(by_size.values()):,.0f} total = "
             + ", ".join(f"{k} {v:,.0f}" for k, v in by_size.items())
             + (f"; {missing} cell(s) without a throughput figure not counted" if missing else "")
         )
     largest = max(rows, key=lambda r: r["peak_checkpoint_bytes"] - r["retained_checkpoint_bytes"], default=None)
-    console.print(
+    _console().print(
         f"checkpoint storage: {_bytes(totals['retained_checkpoint_bytes'])} kept after scoring "
         f"(evaluation.retention: {s.evaluation.retention}); a cell holds up to its peak while it trains "
         f"(every epoch's weights until scored + two resume states), sum of peaks {_bytes(totals['peak_checkpoint_bytes'])}"
@@ -113,7 +127,7 @@ def fetch_data(spec: Path = typer.Argument(..., help="study spec (YAML) with dat
 
     s = _spec(spec)
     root = _guard(lambda: fetch(s))
-    console.print(f"{s.data.hub.repo_id}@{s.data.hub.revision} at {root}")
+    _console().print(f"{s.data.hub.repo_id}@{s.data.hub.revision} at {root}")
 
 
 @app.command("generate-data")
@@ -129,7 +143,7 @@ def generate_data(
 
     summary = _guard(lambda: generate_dataset(root, seed=seed, train_per_ability=train_per_ability, synthetic=synthetic,
                                               world_per_family=world_per_family))
-    console.print(f"wrote {root}: {summary}")
+    _console().print(f"wrote {root}: {summary}")
 
 
 @app.command()
@@ -200,6 +214,8 @@ def recommend(
 
     s = _spec(spec)
     rec, text = _guard(lambda: recommend_for_spec(s, budget, size, name))
+    from rich.table import Table
+
     table = Table(title=f"{s.name}: {budget} items over abilities, curves of size {rec.size}")
     keys = ("even", "reconstruct", "recommended")
     for c in ("ability", *(f"{k} items" for k in keys), *(f"{k} predicted" for k in keys)):
@@ -211,16 +227,16 @@ def recommend(
         return f"{d['value']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
 
     table.add_row("mean", "", "", "", *(f"{rec.predicted[k]['value']:.2f}" for k in keys))
-    console.print(table)
-    console.print(f"predicted gain over the even split: {ci(rec.gain)} points (95% bootstrap); "
-                  f"over the study's reconstruct mix: {ci(rec.gain_vs_reconstruct)}")
+    _console().print(table)
+    _console().print(f"predicted gain over the even split: {ci(rec.gain)} points (95% bootstrap); "
+                     f"over the study's reconstruct mix: {ci(rec.gain_vs_reconstruct)}")
     if rec.beyond_data:
-        console.print(f"note: more items than the study measured for: {', '.join(rec.beyond_data)} "
-                      "(curves held flat one doubling past the data)")
+        _console().print(f"note: more items than the study measured for: {', '.join(rec.beyond_data)} "
+                         "(curves held flat one doubling past the data)")
     path = out or s.storage_path / "recommendations" / f"{rec.name}.yaml"
     write_bytes(path, text.encode())
-    console.print(text, highlight=False, markup=False)
-    console.print(f"wrote {path}")
+    _console().print(text, highlight=False, markup=False)
+    _console().print(f"wrote {path}")
 
 
 @app.command()
@@ -253,18 +269,20 @@ def benchmark(
     if s is not None and step is None:
         raise typer.BadParameter("--epoch: needed to log (the model folder has no ../epoch.json)")
     name, rows = _guard(lambda: run_benchmark(model_dir, sources, shots, backend=backend, batch_size=batch_size))
+    from rich.table import Table
+
     table = Table(title=f"{model_dir} ({name})")
     for c in ("benchmark", "shots", "accuracy", "items"):
         table.add_column(c, justify="left" if c == "benchmark" else "right")
     for r in rows:
         table.add_row(r["benchmark"], str(r["shots"]), f"{r['accuracy']:.2f}", str(r["items"]))
-    console.print(table)
+    _console().print(table)
     if s is not None:
         run_id, ok = _guard(lambda: log_to_cell(s, cell, step, rows))
         if not ok:
             raise typer.Exit(1)
-        console.print(f"logged {', '.join(metric_name(r['benchmark'], r['shots']) for r in rows)} "
-                      f"to run {run_id} (cell {cell}) at step {step}")
+        _console().print(f"logged {', '.join(metric_name(r['benchmark'], r['shots']) for r in rows)} "
+                         f"to run {run_id} (cell {cell}) at step {step}")
 
 
 def main() -> None:

@@ -115,3 +115,63 @@ def test_llama_folder_params_from_config_json(tmp_path):
                           num_attention_heads=4, **extra)
         cfg.save_pretrained(tmp_path / str(i))
         assert param_count(str(tmp_path / str(i))) == count_params(cfg), extra
+
+
+def test_piecewise_counts_equal_the_tokenizers_own_on_any_text(small_data):
+    """_counts splits text itself (ByteLevel's pattern; a non-ASCII character by the class the tokenizer's
+    split gives it) and encodes each distinct piece once: every count must equal the tokenizer's
+    encoding of the whole text, for control characters, whitespace runs, contractions, digits, an added
+    token's string inside a text, and characters of every kind beyond ASCII (marks, other scripts'
+    digits and numerals, Unicode spaces, CJK, emoji)."""
+    import random
+
+    from growthpace.platform.allocation import Pool
+    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data import Dataset
+    from growthpace.platform.models import train_bpe
+
+    pool = Pool.load(small_data, "1000", with_synthetic=True)
+    tok = train_bpe(Dataset(small_data, pool, "x").train_records())
+    rng = random.Random(0)
+    beyond = ["é", "e\u0301", "中文", "三", "٣", "²", "Ⅻ", "\u00a0", "\u2003", "\u3000", "\u2028", "\x85", "\u200b",
+              "“", "？", "ß", "Ω", "д", "🙂", "\U0001d7d8"]
+    beyond += [chr(rng.choice([rng.randint(0x80, 0x2fff), rng.randint(0x3000, 0xd7ff), rng.randint(0xe000, 0x10ffff)]))
+               for _ in range(300)]
+    alphabet = [chr(i) for i in range(128)] + list(" \t\n\r'sdtmlrev0123") * 6 + [
+        "'s", "'ll", "'re", "  ", "<eot>", "<user>", "<assistant", "\x1c"] + beyond
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
+    texts += ["", " ", "a  b", "x \n", "it's", "IT'S", "'''s", "1,000.50", "\x1c\x1d\x1e\x1f x", "“百发百中”是什么意思？\nA. x"]
+    want = [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    got = ChatEncoder(tok).text_lengths(texts)
+    assert got == want
+    assert sum(not t.isascii() for t in texts) > 5000
+
+
+def test_bpe_trained_from_word_counts_equals_the_one_trained_on_the_text(small_data):
+    """train_bpe feeds the trainer word counts (each distinct text split once, here): the tokenizer must be
+    the one the trainer makes from the raw text with ByteLevel's own split, for the pool and for text
+    of every character class (an added token's string included: training splits it as plain text)."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from growthpace.platform.abilities import CHAT_TOKENS
+    from growthpace.platform.allocation import Pool
+    from growthpace.platform.data import Dataset
+    from growthpace.platform.models import VOCAB_SIZE, _corpus, train_bpe
+    from growthpace.platform.records import Record
+
+    rng = random.Random(1)
+    alphabet = [chr(i) for i in range(128)] + list(" \t\n'sdtmlrev0123") * 6 + [
+        "'s", "<eot>", "é", "e\u0301", "中文", "三", "٣", "²", "\u3000", "\u2028", "\x85", "🙂"]
+    odd = [Record("biology", str(i), (("user", "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))),
+                                      ("assistant", rng.choice(["A", "B", " the end", "it's"]))), 0) for i in range(3000)]
+    records = Dataset(small_data, Pool.load(small_data, "1000", with_synthetic=True), "x").train_records() + odd
+
+    reference = Tokenizer(models.BPE())
+    reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    reference.decoder = decoders.ByteLevel()
+    reference.train_from_iterator(_corpus(records), trainer=trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=list(CHAT_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    assert train_bpe(records).to_str() == reference.to_str()

@@ -62,3 +62,56 @@ def test_good_record_roundtrip(tmp_path):
     recs = read_records(_write(tmp_path, [rec]), eval_split=True)
     assert recs[0].gold == "A" and recs[0].prompt == (("user", "q"),) and recs[0].choices == ("right", "close", "far")
     assert recs[0].to_json() == rec
+
+
+M = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "A"}]
+
+
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_fast_reader_builds_what_the_line_by_line_reader_builds_or_defers_to_it(tmp_path, synthetic):
+    """read_records takes msgspec's path (_read_fast) when every line passes it and reads the file again
+    line by line otherwise: on each of these files the fast path either gives up (None) or returns
+    exactly the records, and the line-by-line reader the same records or the error it always named."""
+    from growthpace.platform.abilities import ABILITIES
+    from growthpace.platform.records import TRAIN_TYPES, _read_checked, _read_fast
+
+    good = json.dumps(_line(idx="g")).encode()
+    variants = [
+        json.dumps(_line(idx=2**70)).encode(),  # beyond int64: msgspec's int still takes it
+        json.dumps(_line(answer=13)).encode(), json.dumps(_line(answer=True)).encode(),
+        json.dumps(_line(answer=2.5)).encode(), b'{"messages": %s, "type": "math", "idx": 1, "question_format": 0, "answer": NaN}' % json.dumps(M).encode(),
+        json.dumps(_line(question_format=1.0)).encode(), json.dumps(_line(question_format=True)).encode(),
+        json.dumps(_line(idx=True)).encode(), json.dumps(_line(idx=1.0)).encode(), json.dumps(_line(idx=None)).encode(),
+        b'{"messages": %s, "type": "biology", "type": "astrology", "idx": "d", "question_format": 0}' % json.dumps(M).encode(),
+        b'{"messages": %s, "type": "astrology", "type": "biology", "idx": "d", "question_format": 0}' % json.dumps(M).encode(),
+        good + b" " + good, good + b"\n\n" + json.dumps(_line(idx="h")).encode(), b"\xc2\xa0",
+        json.dumps(_line(messages=[{"role": "user", "content": "\ud800"}, M[1]])).encode(),
+        json.dumps(_line(messages=[{"role": "user", "content": "q", "extra": 1}, M[1]])).encode(),
+        json.dumps(_line(messages=[])).encode(), json.dumps(_line(messages=[M[1], M[1]])).encode(),
+        json.dumps(_line(choices=None)).encode(), json.dumps(_line(choices=["a", 1])).encode(),
+        json.dumps(_line(question_format=1, choices=["a", "b", "c"])).encode(),
+        json.dumps(_line(type="math", answer=" ")).encode(), json.dumps(_line(type="math", answer="7")).encode(),
+        json.dumps(_line(idx="g")).encode(), json.dumps(_line(idx=0)).encode(), json.dumps(_line(idx="0")).encode(),
+        json.dumps({k: v for k, v in _line().items() if k != "idx"}).encode(),
+        json.dumps({k: v for k, v in _line().items() if k not in ("type", "question_format")}).encode(),
+        json.dumps(_line(type=None)).encode(), json.dumps(_line(type=7)).encode(), b"[1, 2]", b'{"messages": [',
+        b'{"messages": "\xff\xfe"}', good + b"\r",
+    ]
+    types = TRAIN_TYPES if synthetic else ABILITIES
+    assert _read_fast(good + b"\n" + json.dumps(_line(idx=2**70, answer=13)).encode(), True, types, synthetic)
+    for eval_split in (False, True):
+        for i, variant in enumerate(variants):
+            data = good + b"\n" + variant + b"\n"
+            path = tmp_path / f"{i}.json"
+            path.write_bytes(data)
+            fast = _read_fast(data, eval_split, types, synthetic)
+            try:
+                checked = _read_checked(data, path, eval_split, types, synthetic)
+            except DataError as e:
+                assert fast is None, (variant, e)
+                with pytest.raises(DataError) as again:
+                    read_records(path, eval_split=eval_split, types=types, label_synthetic=synthetic)
+                assert str(again.value) == str(e)
+                continue
+            assert fast is None or fast == checked, variant
+            assert read_records(path, eval_split=eval_split, types=types, label_synthetic=synthetic) == checked

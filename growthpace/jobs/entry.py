@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from functools import cache
 from typing import Any, Callable
 
-from rich.console import Console
 
-err = Console(stderr=True)
+@cache
+def _err():
+    """The error console, made on first use: a job that succeeds never imports rich for it."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def input_errors() -> tuple[type[Exception], ...]:
@@ -43,8 +48,8 @@ def guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except SweepError as e:  # each failed cell's error and traceback were shown as it failed
-        err.print("[bold red]error:[/] ", end="", markup=True, highlight=False)
-        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
+        _err().print("[bold red]error:[/] ", end="", markup=True, highlight=False)
+        _err().print(str(e), markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
     except (*input_errors(), OSError) as e:
         if isinstance(e, OSError) and e.filename is not None:  # the OS naming a path the user gave
@@ -53,8 +58,8 @@ def guard(fn: Callable[[], Any]) -> Any:
             message = str(e)
         else:  # anything else is a bug and keeps its traceback
             raise
-    err.print("[bold red]error:[/] ", end="", markup=True, highlight=False)
-    err.print(message, markup=False, highlight=False, soft_wrap=True)  # a path or value in [..] is not markup
+    _err().print("[bold red]error:[/] ", end="", markup=True, highlight=False)
+    _err().print(message, markup=False, highlight=False, soft_wrap=True)  # a path or value in [..] is not markup
     raise SystemExit(2) from None
 
 
@@ -68,7 +73,7 @@ def run_job(job: Callable[[Any], Any], argv: list[str] | None = None) -> None:
     """`python -m growthpace.jobs.<job> SPEC`: ``job(spec)``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        err.print(f"usage: python -m growthpace <command> SPEC (got {' '.join(args) or 'no arguments'})")
+        _err().print(f"usage: python -m growthpace <command> SPEC (got {' '.join(args) or 'no arguments'})")
         raise SystemExit(2)
     spec = load_spec(Path(args[0]))
     guard(lambda: job(spec))

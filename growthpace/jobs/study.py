@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.progress import track
-
 from growthpace.platform.batching import global_batch, optimizer_steps
 from growthpace.platform.cells import Cell, expand
 from growthpace.platform.chat import ChatEncoder
@@ -147,6 +145,8 @@ def check_scoring_backend(spec: Spec) -> None:
 def materialise(study: Study) -> dict[str, Path]:
     """Write base models and every cell's data and card; return model name -> base model path."""
     spec, layout = study.spec, study.layout
+    from rich.progress import track
+
     from growthpace.platform.tracking import redact
 
     write_json(layout.root / "study.json", redact(spec.model_dump(mode="json")))  # e.g. ray.env_vars.HF_TOKEN -> ***
@@ -195,7 +195,7 @@ def plan_rows(study: Study) -> list[dict]:
             tokens = study.dataset.tokens(cell.allocation, cell.training["max_length"])
         else:
             items = len(selected[i])
-            tokens = sum(lengths[(id(r), cell.training["max_length"])] for r in selected[i])
+            tokens = sum(map(lengths[cell.training["max_length"]].__getitem__, map(id, selected[i])))
         gpus = cell.workers * cell.gpus_per_worker
         t = cell.training
         batch = global_batch(t["per_device_batch"], cell.workers, t["grad_accum"])
@@ -236,21 +236,15 @@ def plan_rows(study: Study) -> list[dict]:
     return rows
 
 
-def _item_lengths(study: Study, selected: list[list]) -> dict[tuple[int, int], int]:
-    """(id of a pool record, max_length) -> its training tokens (ChatEncoder.lengths), for every item some
-    cell selects: all of them in one batched tokenizer call. Pool records live as long as the study."""
-    wanted: dict[tuple[int, int], object] = {}
+def _item_lengths(study: Study, selected: list[list]) -> dict[int, dict[int, int]]:
+    """max_length -> id of a pool record -> its training tokens (ChatEncoder.lengths), for every item some
+    cell of that max_length selects: one count over all of them. Pool records live as long as the study."""
+    wanted: dict[int, dict[int, object]] = {}
     for cell, records in zip(study.cells, selected):
-        for r in records:
-            wanted.setdefault((id(r), cell.training["max_length"]), r)
-    by_length: dict[int, list[tuple[int, int]]] = {}
-    for key in wanted:
-        by_length.setdefault(key[1], []).append(key)
+        wanted.setdefault(cell.training["max_length"], {}).update(zip(map(id, records), records))
     enc = ChatEncoder(study.tokenizer)
-    out: dict[tuple[int, int], int] = {}
-    for max_length, keys in by_length.items():
-        out.update(zip(keys, enc.lengths([wanted[k].messages for k in keys], max_length)))
-    return out
+    return {max_length: dict(zip(records, enc.lengths([r.messages for r in records.values()], max_length)))
+            for max_length, records in wanted.items()}
 
 
 def tracker_for(study: Study):

@@ -8,10 +8,9 @@ volume 10: a growth curve measures volume, not resampling noise.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-
-import polars as pl
 
 from growthpace.platform.abilities import ABILITIES
 from growthpace.platform.records import Record, read_split, read_synthetic, synthetic_path
@@ -79,7 +78,7 @@ class Pool:
     def __init__(self, curated: dict[str, list[Record]], synthetic: list[Record] | None):
         self.curated = curated
         self.synthetic = synthetic or []
-        self._orders: dict[tuple[int, int, bool], pl.DataFrame] = {}
+        self._orders: dict[tuple[int, int, bool], tuple[list[int], list[int] | None]] = {}
 
     @classmethod
     def load(cls, root: Path, train_split: str, with_synthetic: bool) -> "Pool":
@@ -91,7 +90,7 @@ class Pool:
     def available(self) -> dict[str, int]:
         return {a: len(v) for a, v in self.curated.items()}
 
-    def _ordered(self, records: list[Record], seed: int, by_ability: bool) -> pl.DataFrame:
+    def _ordered(self, records: list[Record], seed: int, by_ability: bool) -> tuple[list[int], list[int] | None]:
         """The seed's order of ``records`` (one of this pool's lists), computed once: ``plan`` selects
         from the same list for every cell, and hashing a 40,960-item pool per cell dominated it."""
         key = (id(records), seed, by_ability)
@@ -100,18 +99,27 @@ class Pool:
         return self._orders[key]
 
     @staticmethod
-    def _order(records: list[Record], seed: int, by_ability: bool) -> pl.DataFrame:
-        return (
-            pl.DataFrame(
-                {
-                    "pos": list(range(len(records))),
-                    "ability": [r.type for r in records],
-                    "key": [_order_key(seed, r.type if by_ability else "synthetic", r.idx) for r in records],
-                }
-            )
-            .sort("key")
-            .with_columns(rank=pl.int_range(pl.len()).over("ability" if by_ability else pl.lit(0)))
-        )
+    def _order(records: list[Record], seed: int, by_ability: bool) -> tuple[list[int], list[int] | None]:
+        """(positions in ``records`` in key order, each one's rank within its type there; None when the
+        list is one group, so ranks are places in that order). Equal keys (one idx under two types of a
+        synthetic pool) keep the file's order."""
+        keys = [_order_key(seed, r.type if by_ability else "synthetic", r.idx) for r in records]
+        order = sorted(range(len(records)), key=keys.__getitem__)
+        if not by_ability or len({r.type for r in records}) <= 1:
+            return order, None
+        seen: Counter[str] = Counter()
+        ranks = []
+        for pos in order:
+            ranks.append(seen[records[pos].type])
+            seen[records[pos].type] += 1
+        return order, ranks
+
+    def _first(self, records: list[Record], n: int, seed: int, by_ability: bool) -> list[Record]:
+        """The first n of each type (by_ability), or of all, in the seed's order."""
+        order, ranks = self._ordered(records, seed, by_ability)
+        if ranks is None:
+            return [records[pos] for pos in order[:n]]
+        return [records[pos] for pos, rank in zip(order, ranks) if rank < n]
 
     def select(self, alloc: Allocation, seed: int) -> list[Record]:
         """The first n items of each ability in the seed's order; then the synthetic items."""
@@ -122,22 +130,19 @@ class Pool:
                 raise AllocationError(f"ability {ability!r}: asked for {n} items, {len(records)} exist")
             if n == 0:
                 continue
-            frame = self._ordered(records, seed, by_ability=True).filter(pl.col("rank") < n)
-            out.extend(records[i] for i in frame["pos"].to_list())
+            out.extend(self._first(records, n, seed, by_ability=True))
         if alloc.synthetic:
             if alloc.synthetic > len(self.synthetic):
                 raise AllocationError(
                     f"synthetic: asked for {alloc.synthetic} items, {len(self.synthetic)} exist"
                 )
-            frame = self._ordered(self.synthetic, seed, by_ability=False).filter(pl.col("rank") < alloc.synthetic)
-            out.extend(self.synthetic[i] for i in frame["pos"].to_list())
+            out.extend(self._first(self.synthetic, alloc.synthetic, seed, by_ability=False))
         return out
 
 
 def card(records: list[Record]) -> dict:
     """What a cell trained on: counts per ability and a content hash of the items."""
-    counts = pl.DataFrame({"ability": [r.type for r in records]}).group_by("ability").len()
-    by_ability = dict(zip(counts["ability"].to_list(), counts["len"].to_list()))
+    by_ability = Counter(r.type for r in records)
     h = hashlib.sha256()
     for r in records:
         h.update(f"{r.type}\x00{r.idx}\x00{r.messages!r}\n".encode())
