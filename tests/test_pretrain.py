@@ -13,6 +13,7 @@ import yaml
 from growthpace.platform import pretrain
 from growthpace.platform.batching import steps_per_epoch
 from growthpace.platform.spec import SpecError, load_spec
+from growthpace.platform.storage import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = "world/test-corpus.txt"
@@ -113,13 +114,32 @@ def test_cell_ids_follow_the_pretraining(tmp_path, data_root):
     assert ids(base) != with_pt
 
 
+def test_pretrain_workers_default_to_the_models_and_decide_its_trial_and_key(tmp_path, data_root):
+    from types import SimpleNamespace
+
+    from growthpace.jobs.pretrain import base_jobs
+
+    def job(block):
+        spec = load_spec(_spec_file(tmp_path, data_root, block))
+        study = SimpleNamespace(spec=spec, layout=Layout(spec.storage_path), tokenizer_key="tok")
+        return base_jobs(study, {"llama-nano": str(tmp_path / "base" / "llama-nano-raw")})[0]
+
+    own, two = job({"corpus": CORPUS, "steps": 5, "batch": 4}), job({"corpus": CORPUS, "steps": 5, "batch": 4, "workers": 2})
+    assert own.settings["workers"] == own.resources["workers"] == 1
+    assert two.settings["workers"] == two.resources["workers"] == 2 and two.resources["cpus_per_worker"] == 0.5
+    assert own.key != two.key
+    assert pretrain.train_settings(two.settings)["per_device_batch"] == 2
+
+
 @pytest.mark.parametrize("block, model, match", [
     ({"steps": 0}, {}, "pretrain.steps"),
     ({"steps": True}, {}, "pretrain.steps"),
     ({"corpus": "/etc/passwd", "steps": 3}, {}, "relative to data.root"),
     ({"corpus": "../x.txt", "steps": 3}, {}, "relative to data.root"),
     ({"steps": 3, "epochs": 2}, {}, "pretrain.epochs"),
-    ({"steps": 3, "batch": 3}, {"resources": {"workers": 2}}, "not a multiple of resources.workers"),
+    ({"steps": 3, "batch": 3}, {"resources": {"workers": 2}}, "not a multiple of its workers 2"),
+    ({"steps": 3, "batch": 4, "workers": 3}, {}, "not a multiple of its workers 3"),
+    ({"steps": 3, "workers": 0}, {}, "pretrain.workers"),
 ])
 def test_bad_pretrain_blocks_name_their_field(tmp_path, data_root, block, model, match):
     with pytest.raises(SpecError, match=match):

@@ -55,7 +55,7 @@ def base_jobs(study, raw_bases: dict[str, StoragePath]) -> list[BaseJob]:
                                       study.tokenizer_key if m.name in PRESETS else None)
         jobs.append(BaseJob(model=m.name, size=m.size, field=f"models[{i}].pretrain.corpus", key=key,
                             raw=str(raw_bases[m.name]), path=str(layout.base_model(key)), corpus=str(corpus),
-                            settings=settings, resources=m.resources.model_dump()))
+                            settings=settings, resources={**m.resources.model_dump(), "workers": settings["workers"]}))
     return jobs
 
 

@@ -84,7 +84,8 @@ def pretrain_settings(spec: Spec, m, training: dict[str, Any] | None = None) -> 
 
     if m.pretrain is None:
         return None
-    return pretrain.settings(m.pretrain, training or model_training(spec, m), m.resources.workers, spec.seed)
+    return pretrain.settings(m.pretrain, training or model_training(spec, m), m.pretrain.workers_for(m.resources),
+                             spec.seed)
 
 
 def pretrain_identity(spec: Spec, m, training: dict[str, Any]) -> dict[str, Any] | None:

@@ -130,6 +130,12 @@ class Pretrain(_Strict):
     batch: Count = Field(16, description="sequences per optimizer step, over all workers")
     block: Int = Field(128, ge=8, description="tokens per sequence")
     seed: Int | None = Field(None, description="the pre-training's data order; default the spec's seed (which also seeds the raw base)")
+    workers: Int | None = Field(None, gt=0, description="Ray Train workers of the pre-training (default: the "
+                                "model's resources.workers, each with its cpus/gpus_per_worker); a base is "
+                                "pre-trained once, before its cells, so it may take more of the cluster than a cell")
+
+    def workers_for(self, resources: "Resources") -> int:
+        return resources.workers if self.workers is None else self.workers
 
     @field_validator("corpus")
     @classmethod
@@ -157,9 +163,9 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _pretrain_batch_splits(self) -> "ModelSpec":
-        if self.pretrain is not None and self.pretrain.batch % self.resources.workers:
-            raise ValueError(f"pretrain.batch {self.pretrain.batch} is not a multiple of resources.workers "
-                             f"{self.resources.workers}: every worker takes the same share of a step")
+        if self.pretrain is not None and self.pretrain.batch % self.pretrain.workers_for(self.resources):
+            raise ValueError(f"pretrain.batch {self.pretrain.batch} is not a multiple of its workers "
+                             f"{self.pretrain.workers_for(self.resources)}: every worker takes the same share of a step")
         return self
 
 
