@@ -147,47 +147,6 @@ def test_sweep_scores_tracking_report_and_rerun(finished_study):
     assert pl.read_parquet(layout.scores).equals(scores)
 
 
-def test_driver_killed_mid_sweep_then_rerun_gives_the_same_scores(finished_study, ray_cluster, small_data, tmp_path):
-    """SIGKILL the study's driver once a cell has finished; rerun: nothing finished is redone and the
-    final scores equal those of the uninterrupted run (training is seeded and deterministic on CPU)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    _, _, _ = finished_study
-    reference = pl.read_parquet(finished_study[1].scores)
-    spec = _spec(tmp_path, small_data, volumes=[10, 30], concurrent=1)  # same cells, one at a time
-    layout = Layout(spec.storage_path)
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
-    cmd = [sys.executable, "-m", "growthpace.jobs.run", str(tmp_path / "spec.yaml")]
-    log = open(tmp_path / "driver.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    deadline = time.time() + 600
-    while not list(layout.root.glob("cells/*/checkpoints.json")):
-        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        assert time.time() < deadline, "no cell finished in time"
-        time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    (first,) = layout.root.glob("cells/*/checkpoints.json")
-    stamp = first.stat().st_mtime_ns
-
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "trained 1 cell(s), skipped 1 finished" in done.stderr
-    assert first.stat().st_mtime_ns == stamp
-    scores = pl.read_parquet(layout.scores)
-    cols = ["cell_id", "epoch", "split", "ability", "score", "expected", "items"]
-    assert scores.select(cols).sort(cols[:4]).equals(reference.select(cols).sort(cols[:4]))
-    # one child run per cell, no duplicate metric points
-    client = _mlflow(spec).tracking.MlflowClient()
-    for f in layout.root.glob("cells/*/mlflow.json"):
-        steps = [m.step for m in client.get_metric_history(read_json(f)["run_id"], "train/loss")]
-        assert sorted(steps) == [1, 2]
-
-
 def test_predictions_kept_and_changed_weights_rescored(finished_study):
     from growthpace.jobs.run import run_evaluate
 
@@ -260,13 +219,18 @@ def test_retention_keeps_best_or_nothing(finished_study):
     assert pl.read_parquet(layout.scores).equals(before)
 
 
-def test_study_in_an_object_store_scores_like_local_storage(finished_study, ray_cluster, small_data, tmp_path, monkeypatch):
-    """storage: s3://... against a real S3 API server on 127.0.0.1: the study runs as a job on the shared
-    cluster (the spec's ray.env_vars point every worker at the server), nothing is written locally
-    under the storage name, scores equal the local-storage study's, retention deletes in the store,
-    and a rerun redoes nothing."""
+def test_study_in_an_object_store_survives_a_killed_driver_and_scores_like_local_storage(
+        finished_study, ray_cluster, small_data, tmp_path, monkeypatch):
+    """storage: s3://... against a real S3 API server on 127.0.0.1, the study run as a job on the shared
+    cluster (the spec's ray.env_vars point every worker at the server). The driver is SIGKILLed once a
+    cell has finished; the rerun redoes nothing finished, and the final scores equal the uninterrupted
+    local-storage study's (training is seeded and deterministic on CPU). Nothing is written locally under
+    the storage name, retention deletes in the store, MLflow holds one child run per cell with no
+    duplicate points, and a third run redoes nothing."""
+    import signal
     import subprocess
     import sys
+    import time
 
     from growthpace.platform import storage
 
@@ -275,20 +239,38 @@ def test_study_in_an_object_store_scores_like_local_storage(finished_study, ray_
     reference = _as_trained(finished_study)
     server = S3Server(tmp_path / "s3").start()
     try:
-        spec = _spec(tmp_path, small_data, volumes=[10, 30], storage=f"s3://{server.bucket}/studies/itest",
-                     tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", ray={"env_vars": server.env},
-                     evaluation={"retention": "best"})
+        spec = _spec(tmp_path, small_data, volumes=[10, 30], concurrent=1,  # one cell at a time: kill between
+                     storage=f"s3://{server.bucket}/studies/itest", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     ray={"env_vars": server.env}, evaluation={"retention": "best"})
         env = {**os.environ, **server.env, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address,
                "GROWTHPACE_CACHE": str(tmp_path / "cache")}
-        cmd = [sys.executable, "-m", "growthpace.jobs.run", str(tmp_path / "spec.yaml")]
-        first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
-        assert first.returncode == 0, first.stderr[-4000:]
-        assert "trained 2 cell(s)" in first.stderr
-
         for k, v in server.env.items():
             monkeypatch.setenv(k, v)
         storage._filesystem.cache_clear()
         layout = Layout(spec.storage_path)
+        cmd = [sys.executable, "-m", "growthpace.jobs.run", str(tmp_path / "spec.yaml")]
+
+        def finished_cells():
+            cells = layout.root / "cells"
+            return [d for d in cells.iterdir() if (d / "checkpoints.json").exists()] if cells.exists() else []
+
+        log = open(tmp_path / "driver.log", "wb")
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        deadline = time.time() + 600
+        while not finished_cells():
+            assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            assert time.time() < deadline, "no cell finished in time"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        (first,) = finished_cells()
+        first_record = read_json(first / "checkpoints.json")
+
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+        assert rerun.returncode == 0, rerun.stderr[-4000:]
+        assert "trained 1 cell(s), skipped 1 finished" in rerun.stderr
+        assert read_json(first / "checkpoints.json") == first_record
+
         cols = ["cell_id", "epoch", "split", "ability", "score", "expected", "items"]
         scores = storage.read_parquet(layout.scores)
         diff = scores.select(cols).join(reference.select(cols), on=cols[:4], how="full", suffix="_local").filter(
@@ -296,19 +278,23 @@ def test_study_in_an_object_store_scores_like_local_storage(finished_study, ray_
         assert diff.is_empty(), diff.to_dicts()[:10]
         assert (layout.report / "index.html").is_file() and (layout.report / "summary.json").is_file()
         kept = 0
+        client = _mlflow(spec).tracking.MlflowClient()
         for cell_dir in (layout.root / "cells").iterdir():
             cks = read_json(cell_dir / "checkpoints.json")["checkpoints"]
             assert all(c["path"].startswith(f"s3://{server.bucket}/studies/itest/train/") for c in cks)
             models = [storage.as_location(c["path"]) / "model" / "config.json" for c in cks]
             kept += sum(m.exists() for m in models)
             assert (cell_dir / "predictions" / "epoch_001.parquet").is_file()
+            steps = [m.step for m in client.get_metric_history(read_json(cell_dir / "mlflow.json")["run_id"],
+                                                               "train/loss")]
+            assert sorted(steps) == [1, 2]  # the killed driver's cell logged once, not again on the rerun
         assert kept == 2  # retention "best": one epoch's weights per cell stay in the store
         assert not (tmp_path / "s3:").exists() and not any(tmp_path.glob("**/studies"))
 
-        second = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
-        assert second.returncode == 0, second.stderr[-4000:]
-        assert "trained 0 cell(s), skipped 2 finished" in second.stderr
-        assert "scored 0 checkpoint(s), skipped 4 already scored" in second.stderr
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+        assert again.returncode == 0, again.stderr[-4000:]
+        assert "trained 0 cell(s), skipped 2 finished" in again.stderr
+        assert "scored 0 checkpoint(s), skipped 4 already scored" in again.stderr
         assert storage.read_parquet(layout.scores).equals(scores)
     finally:
         server.stop()

@@ -1,5 +1,6 @@
 """A tiny study submitted the way a team runs it: `ray job submit` to a running head node with token
-auth, MLflow on a real `mlflow server`, results checked over HTTP.
+auth, MLflow on a real `mlflow server`, results checked over HTTP, and the job's console (at most a
+few lines a cell, Ray's output in <storage>/logs/ray.log) checked as a person reads it.
 
 Isolation from other Ray clusters on the machine: the head node gets its own temp dir (/tmp/gpr-*),
 its own free ports for every listener (GCS, dashboard, client server, node manager, object manager,
@@ -284,6 +285,21 @@ def test_submitted_study(ray_head, mlflow_server, small_data, tmp_path):
     assert len(json.loads(listed.stdout)) >= 2, listed.stdout[-2000:]
     assert f"Ray, DeepSpeed and MLflow output: {storage.resolve() / 'logs' / 'ray.log'}" in logs
     assert "Setting accelerator to CPU" in ray_log and "Setting accelerator to CPU" not in logs
+    # The console a person reads (`ray job logs`: the driver's output): the progress view and the
+    # closing summary, never Tune's trial tables.
+    console = ray_head.ray("job", "logs", "--address", ray_head.address, submission, timeout=120)
+    assert console.returncode == 0, console.stderr[-3000:]
+    said = f"Ray, DeepSpeed and MLflow output: {storage.resolve() / 'logs' / 'ray.log'}"
+    assert said in console.stdout, console.stdout
+    # what the job server and `ray job logs` print of their own comes before the driver's first line
+    console = console.stdout[console.stdout.index(said):]
+    cells = 2
+    assert len(console.splitlines()) <= 20 + 2 * cells, console
+    for table in ("Trial status", "Trial name", "╭", "│", "tensorboard", "core_worker"):
+        assert table not in console, console
+    assert console.count(said) == 1, console  # said once, at the start
+    assert "2/2 cells trained" in console and "scored 4/4 checkpoints" in console, console
+    assert "report:" in console and f"MLflow UI: {mlflow_server}" in console, console
     status = ray_head.ray("job", "status", "--address", ray_head.address, submission, timeout=60)
     assert "succeeded" in (status.stdout + status.stderr).lower()
     # A wrong token is refused: the head really runs with token auth.
