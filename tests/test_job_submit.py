@@ -283,13 +283,13 @@ def test_submitted_study(ray_head, mlflow_server, small_data, tmp_path):
                           "--limit", "1000", "--format", "json", timeout=120)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     assert len(json.loads(listed.stdout)) >= 2, listed.stdout[-2000:]
-    assert f"Ray, DeepSpeed and MLflow output: {storage.resolve() / 'logs' / 'ray.log'}" in logs
+    said = f"Ray, DeepSpeed and MLflow output: {storage.resolve() / 'logs' / 'ray.log'}"
+    assert said in logs
     assert "Setting accelerator to CPU" in ray_log and "Setting accelerator to CPU" not in logs
     # The console a person reads (`ray job logs`: the driver's output): the progress view and the
     # closing summary, never Tune's trial tables.
     console = ray_head.ray("job", "logs", "--address", ray_head.address, submission, timeout=120)
     assert console.returncode == 0, console.stderr[-3000:]
-    said = f"Ray, DeepSpeed and MLflow output: {storage.resolve() / 'logs' / 'ray.log'}"
     assert said in console.stdout, console.stdout
     # what the job server and `ray job logs` print of their own comes before the driver's first line
     console = console.stdout[console.stdout.index(said):]
