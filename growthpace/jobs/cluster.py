@@ -61,6 +61,7 @@ def runtime_env(spec: Spec) -> dict:
 # was imported, would leave this process's cached config behind the cluster's. Both can be overridden
 # from the environment; docs/reliability.md has the measurement.
 LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+_connected_here = False  # whether connect() called ray.init (a test's shared cluster is not ours to stop)
 
 
 def connect(spec: Spec) -> None:
@@ -89,6 +90,23 @@ def connect(spec: Spec) -> None:
             _node_ip_address="127.0.0.1",
         )
     ray.init(**kwargs)
+    global _connected_here
+    _connected_here = True
+
+
+def disconnect() -> None:
+    """End what connect() started: the local cluster it launched, or its attachment to RAY_ADDRESS.
+
+    Called while the console view still sends the libraries' output to the log file: the raylet's
+    warnings reach the driver late (one about worker start-up concurrency arrived after the closing
+    summary), and ray.init's atexit shutdown would print them on the terminal."""
+    global _connected_here
+    if not _connected_here:
+        return
+    import ray
+
+    _connected_here = False
+    ray.shutdown()
 
 
 def capacity():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from growthpace.jobs.cluster import connect
+from growthpace.jobs.cluster import connect, disconnect
 from growthpace.jobs.evaluate import Scoring, run_evaluate, run_rescore  # noqa: F401 - the study's steps
 from growthpace.jobs.report import log_analysis, write_report
 from growthpace.jobs.placement import longest_first
@@ -107,7 +107,10 @@ def run_sync(spec: Spec, study: Study | None = None) -> int:
 
 def run_study(spec: Spec) -> str:
     with view_for(spec):
-        return _study(spec)
+        try:
+            return _study(spec)
+        finally:
+            disconnect()
 
 
 def _study(spec: Spec) -> str:
