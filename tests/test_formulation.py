@@ -67,11 +67,56 @@ def test_ood_five_shot_item_ranks_its_own_options_and_its_worked_examples_show_o
 @pytest.mark.parametrize("record", [
     Record("chinese", "c1", (("user", "成语填空：朝三暮_"), ("assistant", "四")), 0),  # cloze: exact match
     Record("math", "m1", (("user", "1+1=?"), ("assistant", "2")), 0, answer="2"),
-    Record("ethics", "e1", (("user", "Which are wrong?\nA. lie\nB. help\nC. cheat\nD. thank"), ("assistant", "AC")), 0),
     Record("code", "k1", (("user", "Write f"), ("assistant", "def f(): pass")), 1, choices=("a", "b", "c")),
 ])
 def test_kinds_without_one_option_text_to_rank_stay_as_the_study_scores_them(record):
     assert to_option(record) is record
+
+
+ETHICS = Record("ethics", "e1", (("user", "Which are wrong?\nA. lie\nB. help\nC. cheat\nD. thank"),
+                                 ("assistant", "AC")), 0)
+
+
+@pytest.mark.parametrize("formulation, gold, first_singles", [
+    ("cloze", "lie\ncheat", ("lie", "help", "cheat", "thank")),
+    ("option", "A. lie\nC. cheat", ("A. lie", "B. help", "C. cheat", "D. thank")),
+])
+def test_multi_select_ranks_every_set_of_its_options_gold_first(formulation, gold, first_singles):
+    o = formulate(ETHICS, formulation)
+    assert question_kind(ETHICS) == "multi_select" and question_kind(o) == "perplexity" and needs(o) == "rank"
+    assert o.prompt == (ETHICS.prompt if formulation == "option" else (("user", "Which are wrong?"),))
+    assert len(o.choices) == 2 ** 4 - 1 and len(set(o.choices)) == len(o.choices)
+    assert o.gold == o.choices[0] == gold and o.choices[1:5] == first_singles  # then smallest sets first
+    assert o.choices[-1].count("\n") == 3  # the set of all four
+    assert expected_score(o) == pytest.approx(1 / 15)
+    assert score(o, Prediction(candidate_nll=(1.0, *[2.0] * 14))).correct
+    assert not score(o, Prediction(candidate_nll=(2.0, 1.0, *[2.0] * 13))).correct
+    assert not score(o, Prediction(candidate_nll=(1.0, 1.0, *[2.0] * 13))).correct  # a tie stays wrong
+    three = Record("ethics", "e3", (("user", "Which?\nA. x\nB. y\nC. z"), ("assistant", "B")), 0)
+    assert formulate(three, formulation).choices[0] == ("y" if formulation == "cloze" else "B. y")
+    assert expected_score(formulate(three, formulation)) == pytest.approx(1 / 7)
+
+
+@pytest.mark.parametrize("reply, trained", [("AC", "lie\ncheat"), ("C, A", "lie\ncheat"), ("B", "help"),
+                                            ("AE", None), ("AA", None), ("I would say A", None), ("", None)])
+def test_multi_select_training_reply_is_its_set_written_as_the_cloze_formulation_ranks_it(reply, trained):
+    item = Record("ethics", "e4", (ETHICS.messages[0], ("assistant", reply)), 0)
+    out = with_choice_target(item, "cloze")
+    if trained is None:
+        assert out is item  # no set of its options (a letter that is none, a repeat, prose): it stays
+    else:
+        ranked = to_cloze(Record("ethics", "e4", item.messages, 0))
+        assert out.gold == trained == ranked.choices[0] and out.prompt == ranked.prompt  # trained as it is ranked
+
+
+@pytest.mark.parametrize("text, gold, why", [("Which? A. x B. y", "A", "no option lines"),
+                                             ("Which?\nA. x\nB. y", "AC", "gold set 'AC' is not a set"),
+                                             ("Which?\nA. x\nB. y", "maybe", "gold set 'maybe'")])
+def test_a_multi_select_item_whose_sets_cannot_be_read_is_an_error_naming_it(text, gold, why):
+    bad = Record("ethics", "e9", (("user", text), ("assistant", gold)), 0)
+    for formulation in ("option", "cloze"):
+        with pytest.raises(FormulationError, match=rf"item 'e9'.*{why}"):
+            formulate(bad, formulation)
 
 
 def test_option_lines_are_read_robustly():
@@ -99,7 +144,7 @@ def test_choice_target_letter_text_gives_bare_letters_their_option_line():
     spaced = Record("biology", "b2", (BIO.messages[0], ("assistant", " B\n")), 0)
     assert with_choice_target(spaced, "letter_text").gold == "B. nucleus"
     ethics = Record("ethics", "e2", (("user", "Which are wrong?\nA. lie\nB. help"), ("assistant", "A")), 0)
-    assert with_choice_target(ethics, "letter_text") is ethics  # one letter of a set, not one option
+    assert with_choice_target(ethics, "letter_text").gold == "A. lie"  # a set of one: its line, as a set is written
     assert with_choice_target(tf("正确"), "letter_text") == tf("正确")
     not_an_option = Record("biology", "b3", (BIO.messages[0], ("assistant", "E")), 0)
     assert with_choice_target(not_an_option, "letter_text") is not_an_option
@@ -166,8 +211,7 @@ def test_cloze_ranks_true_false_words_as_the_option_formulation_does(gold):
 
 def test_cloze_leaves_kinds_without_one_option_text_and_rejects_an_option_without_text():
     math = Record("math", "m1", (("user", "1 + 1?"), ("assistant", "The answer is \\boxed{2}.")), 0)
-    ethics = Record("ethics", "e1", (("user", "Which are wrong?\nA. lie\nB. help"), ("assistant", "A")), 0)
-    assert to_cloze(math) is math and with_choice_target(ethics, "cloze") is ethics
+    assert to_cloze(math) is math and with_choice_target(math, "cloze") is math
     empty = Record("biology", "x", (("user", "Which?\nA.\nB. heart"), ("assistant", "B")), 0)
     with pytest.raises(FormulationError, match="'x'.*cloze formulation"):
         to_cloze(empty)
@@ -259,7 +303,12 @@ def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data
     if target == "cloze":
         assert all(not option_lines(b.prompt[-1][1]) and b.prompt[-1][1] in a.prompt[-1][1] for a, b in bio)
     ethics = [(a, b) for a, b in zip(plain, written) if a.type == "ethics"]
-    assert ethics and all(a == b for a, b in ethics)
+    assert ethics
+    for a, b in ethics:
+        assert b.prompt == (a.prompt if target == "letter_text" else (("user", without_options(a.prompt[-1][1])),))
+        options = option_lines(a.prompt[-1][1])
+        chosen = [options[x] for x in options if x in a.gold.strip()]
+        assert b.gold == "\n".join(chosen if target == "letter_text" else [option_text(x) for x in chosen])
     from growthpace.platform.allocation import card as card_of
 
     assert card["content_sha256"] == card_of(written)["content_sha256"] != card_of(plain)["content_sha256"]
@@ -349,7 +398,7 @@ def test_report_states_the_formulation_and_shows_the_secondary_at_the_primary_se
     assert fm["primary"] == "option" and fm["secondary"] == ["letter"]
     assert fm["sentence"].startswith("Scores use the option formulation (option lines (`B. heart`) ranked by "
                                      "perplexity, the options shown")
-    assert "; math, fill-in-the-blank and ethics as the study scores them)" in fm["sentence"]
+    assert "; math and fill-in-the-blank as the study scores them)" in fm["sentence"]
     by = {(r["volume"], r["split"]): r for r in fm["rows"]}
     assert by[(10, "test")]["scores"] == {"option": 61.0, "letter": 31.0}  # epoch 1, the option-selected one
     assert by[(40, "ood")]["scores"] == {"option": 64.0, "letter": 34.0}

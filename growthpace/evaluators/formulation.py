@@ -16,39 +16,50 @@ miniature study's tiny models score at chance on letters) can still show what it
   conversation's earlier answers (an OOD item's five worked examples) are written the same way, as
   OLMES formats its few-shot examples in the formulation being scored.
 
-Fill-in-the-blank (the ``cloze`` question kind of chinese), math and multi-select (ethics, a set of
-letters) have no one option text to rank: they stay as the study scores them, and so do items that
-are already ranked. An item whose options cannot be read is an error naming the item, never silently
-skipped.
+A multi-select item (ethics: the answer is a SET of option letters) is ranked over every non-empty set
+of its options, each set written one option per line in letter order (``option``: the lines as shown,
+the options in the question; ``cloze``: their texts, the question without its options, as for one
+answer), the gold set first. With n options there are 2^n - 1 candidates (15 for 4), so the random
+baseline of a ranked set is 1/(2^n - 1), not the letter rule's 1/C(n, k), which assumes a guesser who
+knows how many letters to give. Under ``cloze`` the model cannot see which options exist, so it judges
+a set by what it knows of each member and by how likely it finds the list to go on or stop.
+
+Fill-in-the-blank (the ``cloze`` question kind of chinese) and math have no option text to rank: they
+stay as the study scores them, and so do items that are already ranked. An item whose options cannot
+be read is an error naming the item, never silently skipped.
 
 ``with_choice_target`` is the training side (``training.choice_target``): ``letter_text`` turns a reply
 that is exactly one of its question's option letters into that option's line (it still scores under
 the letter rule: its first answer position is the letter); ``cloze`` writes the pair as the cloze
-formulation puts it: the question without its options, the reply the option's text.
+formulation puts it: the question without its options, the reply the option's text. A multi-select
+reply (a set of its question's option letters) becomes that set written as the formulation ranks it.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import replace
 
-from growthpace.evaluators.scoring import ALL_OPTION_LETTERS, OPTION_LINE, gold_truth, question_kind
+from growthpace.evaluators.scoring import (ALL_OPTION_LETTERS, OPTION_LINE, gold_truth, parse_letter_set,
+                                           question_kind)
 from growthpace.platform.records import Record
 
 FORMULATIONS: tuple[str, ...] = ("letter", "option", "cloze")
 CHOICE_TARGETS: tuple[str, ...] = ("letter", "letter_text", "cloze")
-SET_OR_FREE_ANSWERS = ("ethics", "math")  # types whose reply is never one option's letter
 TRUE_FALSE_CANDIDATES = ("正确", "错误")  # the words a ranked true/false item chooses between
 
 # What each formulation does, in one sentence for the report and the console.
 DESCRIPTIONS = {
     "letter": "the study's rule: choice items by the answer letter, true/false items by the true/false words "
               "of the reply",
-    "option": "option lines (`B. heart`) ranked by perplexity, the options shown, for choice items; the "
-              "true/false words ranked for true/false items",
+    "option": "option lines (`B. heart`) ranked by perplexity, the options shown, for choice items; every "
+              "set of option lines for multi-select items; the true/false words ranked for true/false items",
     "cloze": "OLMES's cloze formulation: the question without its options, the option texts ranked by "
-             "perplexity for choice items; the true/false words ranked for true/false items",
+             "perplexity for choice items, every set of them for multi-select items; the true/false words "
+             "ranked for true/false items",
 }
-UNCHANGED = "math, fill-in-the-blank and ethics as the study scores them"
+UNCHANGED = "math and fill-in-the-blank as the study scores them"
 
 
 class FormulationError(ValueError):
@@ -93,43 +104,78 @@ def _last_user(messages) -> str:
     return next((c for r, c in reversed(messages) if r == "user"), "")
 
 
-def _answered_options(messages, write) -> tuple[tuple[str, str], ...]:
-    """Every (user, assistant) pair whose reply is exactly (stripped) one option letter of that user
-    turn, written as ``write(user text, option line)`` says; any other turn (a hedge, a word, several
-    letters, no question before it) stays."""
+# What may stand between the letters of a set reply (`AC`, `A, C`, `A、C`).
+_SET_SEPARATORS = re.compile(r"[\s,，、]+")
+
+
+def _chosen_lines(question: str, reply: str, multi: bool) -> tuple[str, ...] | None:
+    """The option lines of ``question`` that ``reply`` names, when the reply (stripped) is nothing but
+    option letters of it: exactly one under single choice, a set of distinct ones under multi-select."""
+    options = option_lines(question)
+    letters = _SET_SEPARATORS.sub("", reply.strip()) if multi else reply.strip()
+    if not letters or (not multi and len(letters) != 1) or len(set(letters)) != len(letters) \
+            or not set(letters) <= options.keys():
+        return None
+    return tuple(line for letter, line in options.items() if letter in letters)
+
+
+def _answered_options(messages, write, multi: bool = False) -> tuple[tuple[str, str], ...]:
+    """Every (user, assistant) pair whose reply names options of that user turn (exactly one letter;
+    under ``multi`` a set of letters), written as ``write(user text, chosen option lines)`` says;
+    any other turn (a hedge, a word, a letter that is no option, no question before it) stays."""
     out: list[tuple[str, str]] = []
     for role, content in messages:
         if role == "assistant" and out and out[-1][0] == "user":
-            line = option_lines(out[-1][1]).get(content.strip()) if len(content.strip()) == 1 else None
-            if line is not None:
-                question, content = write(out[-1][1], line)
+            lines = _chosen_lines(out[-1][1], content, multi)
+            if lines is not None:
+                question, content = write(out[-1][1], lines)
                 out[-1] = ("user", question)
         out.append((role, content))
     return tuple(out)
 
 
-def letter_text_replies(messages: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """A bare-letter reply becomes its option's line; the question stays."""
-    return _answered_options(messages, lambda question, line: (question, line))
+def _as_lines(question: str, lines: tuple[str, ...]) -> tuple[str, str]:
+    return question, "\n".join(lines)
 
 
-def cloze_replies(messages: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """A bare-letter reply becomes its option's text and its question loses its option lines."""
-    return _answered_options(messages, lambda question, line: (without_options(question), option_text(line)))
+def _as_cloze(question: str, lines: tuple[str, ...]) -> tuple[str, str]:
+    return without_options(question), "\n".join(option_text(line) for line in lines)
+
+
+def letter_text_replies(messages: tuple[tuple[str, str], ...], multi: bool = False) -> tuple[tuple[str, str], ...]:
+    """A bare-letter reply becomes its option's line (a set reply: its lines, one per line); the
+    question stays."""
+    return _answered_options(messages, _as_lines, multi)
+
+
+def cloze_replies(messages: tuple[tuple[str, str], ...], multi: bool = False) -> tuple[tuple[str, str], ...]:
+    """A bare-letter reply becomes its option's text (a set reply, ``multi``: its options' texts, one
+    per line) and its question loses its option lines."""
+    return _answered_options(messages, _as_cloze, multi)
 
 
 def with_choice_target(record: Record, target: str) -> Record:
     """A training item under ``training.choice_target``: ``letter`` (the study's) leaves it as it is;
     ``letter_text`` gives bare-letter replies their option line, ``cloze`` their option text with the
-    question's options dropped, in curated and synthetic items alike (a synthetic item's gold need not
-    parse, so no question kind is asked). Ethics is left as it is: its letters are a set (``B`` one of
-    them), not one option; math and ranked items have no options."""
-    if target == "letter" or record.question_format == 1 or record.type in SET_OR_FREE_ANSWERS:
+    question's options dropped, in curated and synthetic items alike. A multi-select item's set of letters becomes its
+    options written as the ranked formulations put a set (``_as_lines``/``_as_cloze``); math and
+    ranked items have no options."""
+    if target == "letter" or record.question_format == 1 or record.type == "math":
         return record
     if target not in CHOICE_TARGETS:
         raise ValueError(f"unknown choice target {target!r}; expected one of {', '.join(CHOICE_TARGETS)}")
-    messages = (letter_text_replies if target == "letter_text" else cloze_replies)(record.messages)
+    try:
+        multi = question_kind(record) == "multi_select"
+    except ValueError:  # a synthetic history item's hedge is no gold of either kind; it stays as it is
+        multi = False
+    messages = (letter_text_replies if target == "letter_text" else cloze_replies)(record.messages, multi)
     return record if messages == record.messages else replace(record, messages=messages)
+
+
+def option_sets(letters) -> list[tuple[str, ...]]:
+    """Every non-empty set of ``letters``, smallest first, each in letter order."""
+    letters = tuple(letters)
+    return [c for k in range(1, len(letters) + 1) for c in itertools.combinations(letters, k)]
 
 
 def to_ranked(record: Record, formulation: str) -> Record:
@@ -137,22 +183,26 @@ def to_ranked(record: Record, formulation: str) -> Record:
     leaves."""
     kind = question_kind(record)
     cloze = formulation == "cloze"
-    shots = (cloze_replies if cloze else letter_text_replies)(record.prompt)
-    if kind == "choice":
+    shots = (cloze_replies if cloze else letter_text_replies)(record.prompt, kind == "multi_select")
+    if kind in ("choice", "multi_select"):
+        multi = kind == "multi_select"
         options = option_lines(_last_user(record.prompt))
-        gold = record.gold.strip()
+        gold = parse_letter_set(record.gold) if multi else {record.gold.strip()}
         if len(options) < 2:
             raise FormulationError(f"item {record.idx!r}: {formulation} formulation: no option lines A., B., ... "
                                    f"in its last user turn to rank (found {len(options)})")
-        if gold not in options:
-            raise FormulationError(f"item {record.idx!r}: {formulation} formulation: gold letter {gold!r} is not one "
-                                   f"of its options {''.join(options)}")
-        lines = (options[gold], *(line for letter, line in options.items() if letter != gold))
-        candidates = tuple(option_text(line) for line in lines) if cloze else lines
+        if not gold or not gold <= options.keys():
+            raise FormulationError(f"item {record.idx!r}: {formulation} formulation: gold "
+                                   f"{'set' if multi else 'letter'} {record.gold.strip()!r} is not "
+                                   f"{'a set' if multi else 'one'} of its options {''.join(options)}")
+        if cloze and not all(option_text(line) for line in options.values()):
+            raise FormulationError(f"item {record.idx!r}: cloze formulation: an option has no text to rank")
+        # gold first, then the others in order (a stable sort): one letter each, or every set smallest first
+        sets = sorted(option_sets(options) if multi else [(x,) for x in options], key=lambda c: set(c) != gold)
+        write = _as_cloze if cloze else _as_lines
+        candidates = tuple(write("", tuple(options[x] for x in c))[1] for c in sets)
         if cloze:
-            if not all(candidates):
-                raise FormulationError(f"item {record.idx!r}: cloze formulation: an option has no text to rank")
-            # the last question loses its options too (its reply is the gold letter, not yet rewritten)
+            # the last question loses its options too (its reply is the gold, not yet rewritten)
             last = max(i for i, (role, _) in enumerate(shots) if role == "user")
             shots = (*shots[:last], ("user", without_options(shots[last][1])), *shots[last + 1:])
     elif kind == "true_false":
