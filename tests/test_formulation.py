@@ -144,7 +144,8 @@ def test_choice_target_letter_text_gives_bare_letters_their_option_line():
     spaced = Record("biology", "b2", (BIO.messages[0], ("assistant", " B\n")), 0)
     assert with_choice_target(spaced, "letter_text").gold == "B. nucleus"
     ethics = Record("ethics", "e2", (("user", "Which are wrong?\nA. lie\nB. help"), ("assistant", "A")), 0)
-    assert with_choice_target(ethics, "letter_text").gold == "A. lie"  # a set of one: its line, as a set is written
+    assert with_choice_target(ethics, "letter_text") is ethics  # a set: the letter rule reads its last line's letters
+    assert with_choice_target(ETHICS, "letter_text") is ETHICS
     assert with_choice_target(tf("正确"), "letter_text") == tf("正确")
     not_an_option = Record("biology", "b3", (BIO.messages[0], ("assistant", "E")), 0)
     assert with_choice_target(not_an_option, "letter_text") is not_an_option
@@ -305,10 +306,12 @@ def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data
     ethics = [(a, b) for a, b in zip(plain, written) if a.type == "ethics"]
     assert ethics
     for a, b in ethics:
-        assert b.prompt == (a.prompt if target == "letter_text" else (("user", without_options(a.prompt[-1][1])),))
+        if target == "letter_text":
+            assert a == b
+            continue
+        assert b.prompt == (("user", without_options(a.prompt[-1][1])),)
         options = option_lines(a.prompt[-1][1])
-        chosen = [options[x] for x in options if x in a.gold.strip()]
-        assert b.gold == "\n".join(chosen if target == "letter_text" else [option_text(x) for x in chosen])
+        assert b.gold == "\n".join(option_text(options[x]) for x in options if x in a.gold.strip())
     from growthpace.platform.allocation import card as card_of
 
     assert card["content_sha256"] == card_of(written)["content_sha256"] != card_of(plain)["content_sha256"]

@@ -31,8 +31,9 @@ be read is an error naming the item, never silently skipped.
 ``with_choice_target`` is the training side (``training.choice_target``): ``letter_text`` turns a reply
 that is exactly one of its question's option letters into that option's line (it still scores under
 the letter rule: its first answer position is the letter); ``cloze`` writes the pair as the cloze
-formulation puts it: the question without its options, the reply the option's text. A multi-select
-reply (a set of its question's option letters) becomes that set written as the formulation ranks it.
+formulation puts it: the question without its options, the reply the option's text; under ``cloze`` a
+multi-select reply (a set of its question's option letters) becomes that set as the cloze formulation
+ranks it.
 """
 
 from __future__ import annotations
@@ -157,9 +158,9 @@ def cloze_replies(messages: tuple[tuple[str, str], ...], multi: bool = False) ->
 def with_choice_target(record: Record, target: str) -> Record:
     """A training item under ``training.choice_target``: ``letter`` (the study's) leaves it as it is;
     ``letter_text`` gives bare-letter replies their option line, ``cloze`` their option text with the
-    question's options dropped, in curated and synthetic items alike. A multi-select item's set of letters becomes its
-    options written as the ranked formulations put a set (``_as_lines``/``_as_cloze``); math and
-    ranked items have no options."""
+    question's options dropped, in curated and synthetic items alike. Under ``cloze`` a multi-select
+    item's set of letters becomes its options' texts as the cloze formulation ranks a set; under
+    ``letter_text`` it stays; math and ranked items have no options."""
     if target == "letter" or record.question_format == 1 or record.type == "math":
         return record
     if target not in CHOICE_TARGETS:
@@ -168,6 +169,10 @@ def with_choice_target(record: Record, target: str) -> Record:
         multi = question_kind(record) == "multi_select"
     except ValueError:  # a synthetic history item's hedge is no gold of either kind; it stays as it is
         multi = False
+    if multi and target == "letter_text":
+        # letter_text still scores under the letter rule, which reads the letters of a set's LAST line:
+        # a set written as option lines would read as its last option alone
+        return record
     messages = (letter_text_replies if target == "letter_text" else cloze_replies)(record.messages, multi)
     return record if messages == record.messages else replace(record, messages=messages)
 
