@@ -135,12 +135,18 @@ def _answered_options(messages, write, multi: bool = False) -> tuple[tuple[str, 
     return tuple(out)
 
 
+def _answer(lines: tuple[str, ...], cloze: bool) -> str:
+    """Chosen option lines as a ranked formulation writes the answer: one per line, as shown or (cloze)
+    their texts."""
+    return "\n".join(option_text(line) if cloze else line for line in lines)
+
+
 def _as_lines(question: str, lines: tuple[str, ...]) -> tuple[str, str]:
-    return question, "\n".join(lines)
+    return question, _answer(lines, cloze=False)
 
 
 def _as_cloze(question: str, lines: tuple[str, ...]) -> tuple[str, str]:
-    return without_options(question), "\n".join(option_text(line) for line in lines)
+    return without_options(question), _answer(lines, cloze=True)
 
 
 def letter_text_replies(messages: tuple[tuple[str, str], ...], multi: bool = False) -> tuple[tuple[str, str], ...]:
@@ -204,8 +210,7 @@ def to_ranked(record: Record, formulation: str) -> Record:
             raise FormulationError(f"item {record.idx!r}: cloze formulation: an option has no text to rank")
         # gold first, then the others in order (a stable sort): one letter each, or every set smallest first
         sets = sorted(option_sets(options) if multi else [(x,) for x in options], key=lambda c: set(c) != gold)
-        write = _as_cloze if cloze else _as_lines
-        candidates = tuple(write("", tuple(options[x] for x in c))[1] for c in sets)
+        candidates = tuple(_answer(tuple(options[x] for x in c), cloze) for c in sets)
         if cloze:
             # the last question loses its options too (its reply is the gold, not yet rewritten)
             last = max(i for i, (role, _) in enumerate(shots) if role == "user")
