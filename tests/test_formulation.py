@@ -336,6 +336,7 @@ def test_two_formulations_give_both_sets_of_keys_and_the_hash_follows_the_formul
     assert both[("test", "biology")] == option[("test", "biology")]
     assert both[("test.letter", "biology")] == letter[("test", "biology")]
     assert all(question_kind(r) == "perplexity" for r in option[("test", "biology")])
+    assert all(question_kind(r) == "perplexity" and len(r.choices) == 15 for r in option[("test", "ethics")])
     hashes = {eval_set_hash(s, {}) for s in (letter, option, both)}
     assert len(hashes) == 3
 
@@ -347,6 +348,10 @@ def test_two_formulations_give_both_sets_of_keys_and_the_hash_follows_the_formul
     assert set(zip(scores["split"], scores["ability"])) == set(both)
     ranked = scores.filter((pl.col("split") == "test") & (pl.col("ability") == "biology")).row(0, named=True)
     assert ranked["score"] == 100.0 and ranked["expected"] == pytest.approx(25.0)  # gold has the lowest NLL
+    sets_row = scores.filter((pl.col("split") == "test") & (pl.col("ability") == "ethics")).row(0, named=True)
+    assert sets_row["score"] == 100.0 and sets_row["expected"] == pytest.approx(100 / 15)
+    as_letters = scores.filter((pl.col("split") == "test.letter") & (pl.col("ability") == "ethics")).row(0, named=True)
+    assert as_letters["expected"] > 100 / 15  # the letter rule's 1/C(4, k)
 
 
 def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_path, small_data):
@@ -369,6 +374,25 @@ def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_p
     with pytest.raises(DataError, match=rf"{path}: reasoning item '{first['idx']}': option formulation: no option lines"):
         load_eval_sets(load_spec(p))
     assert load_eval_sets(load_spec(_spec_file(tmp_path, root))) is not None  # letter: the item is the study's
+
+
+def test_an_ethics_item_whose_gold_is_no_set_of_its_options_names_the_file_and_idx(tmp_path, small_data):
+    import json
+    import shutil
+
+    from growthpace.platform.data import load_eval_sets
+    from growthpace.platform.records import DataError, curated_path
+    from growthpace.platform.spec import load_spec
+
+    root = tmp_path / "data"
+    shutil.copytree(small_data, root)
+    path = curated_path(root, "valid", "ethics")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = json.loads(lines[0])
+    first["messages"][-1]["content"] = "AE"  # E is no option of a 4-option item
+    path.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}: ethics item '{first['idx']}': cloze formulation: gold set 'AE'"):
+        load_eval_sets(load_spec(_spec_file(tmp_path, root, {"formulation": "cloze"})))
 
 
 # ------------------------------------------------------------------------------------------ the report
