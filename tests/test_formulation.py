@@ -354,7 +354,12 @@ def test_two_formulations_give_both_sets_of_keys_and_the_hash_follows_the_formul
     assert as_letters["expected"] > 100 / 15  # the letter rule's 1/C(4, k)
 
 
-def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_path, small_data):
+@pytest.mark.parametrize("split, ability, question, gold, formulation, why", [
+    ("test", "reasoning", "Who is tallest? A. Kim B. Max C. Bob D. Cy", "A", "option", "no option lines"),
+    ("valid", "ethics", None, "AE", "cloze", "gold set 'AE' is not a set of its options"),  # E: no option
+])
+def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_path, small_data, split, ability,
+                                                                           question, gold, formulation, why):
     import json
     import shutil
 
@@ -364,35 +369,17 @@ def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_p
 
     root = tmp_path / "data"
     shutil.copytree(small_data, root)
-    path = curated_path(root, "test", "reasoning")
+    path = curated_path(root, split, ability)
     lines = path.read_text(encoding="utf-8").splitlines()
     first = json.loads(lines[0])
-    first["messages"][0]["content"] = "Who is tallest? A. Kim B. Max C. Bob D. Cy"
-    first["messages"][-1]["content"] = "A"
+    if question is not None:
+        first["messages"][0]["content"] = question
+    first["messages"][-1]["content"] = gold
     path.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
-    p = _spec_file(tmp_path, root, {"formulation": "option"})
-    with pytest.raises(DataError, match=rf"{path}: reasoning item '{first['idx']}': option formulation: no option lines"):
+    p = _spec_file(tmp_path, root, {"formulation": formulation})
+    with pytest.raises(DataError, match=rf"{path}: {ability} item '{first['idx']}': {formulation} formulation: {why}"):
         load_eval_sets(load_spec(p))
     assert load_eval_sets(load_spec(_spec_file(tmp_path, root))) is not None  # letter: the item is the study's
-
-
-def test_an_ethics_item_whose_gold_is_no_set_of_its_options_names_the_file_and_idx(tmp_path, small_data):
-    import json
-    import shutil
-
-    from growthpace.platform.data import load_eval_sets
-    from growthpace.platform.records import DataError, curated_path
-    from growthpace.platform.spec import load_spec
-
-    root = tmp_path / "data"
-    shutil.copytree(small_data, root)
-    path = curated_path(root, "valid", "ethics")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    first = json.loads(lines[0])
-    first["messages"][-1]["content"] = "AE"  # E is no option of a 4-option item
-    path.write_text("\n".join([json.dumps(first, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}: ethics item '{first['idx']}': cloze formulation: gold set 'AE'"):
-        load_eval_sets(load_spec(_spec_file(tmp_path, root, {"formulation": "cloze"})))
 
 
 # ------------------------------------------------------------------------------------------ the report
