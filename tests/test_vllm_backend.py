@@ -47,3 +47,16 @@ def test_same_verdict_on_every_item(backends, small_data):
                 assert a.letter_logprobs[k] == pytest.approx(b.letter_logprobs[k], abs=1e-3)
         if a.candidate_nll:
             assert a.candidate_nll == pytest.approx(b.candidate_nll, abs=1e-4)
+
+
+def test_same_ranking_under_the_cloze_formulation_sets_included(backends, small_data):
+    from growthpace.evaluators.formulation import formulate
+
+    v, t = backends
+    items = [formulate(r, "cloze") for rs in read_split(small_data, "test").values() for r in rs]
+    assert any(r.type == "ethics" and len(r.choices) == 15 for r in items)  # every set of 4 options
+    limits = {"math": 16}
+    for r, a, b in zip(items, predict(v, items, limits), predict(t, items, limits)):
+        assert score(r, a).correct == score(r, b).correct, r.key
+        if r.choices:
+            assert a.candidate_nll == pytest.approx(b.candidate_nll, abs=1e-4), r.key
