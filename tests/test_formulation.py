@@ -281,6 +281,27 @@ def test_choice_target_is_part_of_the_cell_id_and_the_default_keeps_the_old_ids(
     assert set(TrainingSpec.model_fields["choice_target"].annotation.__args__) == set(CHOICE_TARGETS)
 
 
+def test_a_choice_target_revision_gives_that_targets_cells_new_ids_and_leaves_the_others(tmp_path, small_data,
+                                                                                          monkeypatch):
+    from growthpace.evaluators import formulation
+    from growthpace.platform.allocation import Pool
+    from growthpace.platform.cells import expand
+    from growthpace.platform.spec import load_spec
+
+    pool = Pool.load(small_data, "1000", with_synthetic=False)
+    specs = {t: load_spec(_spec_file(tmp_path, small_data, training={"choice_target": t})) for t in CHOICE_TARGETS}
+
+    def ids():
+        return {t: expand(spec, pool, "fp")[0].cell_id for t, spec in specs.items()}
+
+    assert set(formulation.CHOICE_TARGET_REVISIONS) == set(CHOICE_TARGETS)
+    before = ids()
+    monkeypatch.setitem(formulation.CHOICE_TARGET_REVISIONS, "cloze", formulation.CHOICE_TARGET_REVISIONS["cloze"] + 1)
+    after = ids()
+    assert after["cloze"] != before["cloze"]  # items written by another rule: another cell
+    assert (after["letter"], after["letter_text"]) == (before["letter"], before["letter_text"])
+
+
 @pytest.mark.parametrize("target", ["letter_text", "cloze"])
 def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data, target):
     from growthpace.platform.cells import expand

@@ -38,3 +38,34 @@ def test_rescore_rewrites_verdicts_and_counts_the_changed_ones(tmp_path):
     assert read_json(layout.cell_result(cell.cell_id, 1))["backend"] == "transformers"
     again = rescore([cell], layout, sets, {})
     assert (again.files, sum(again.changed.values())) == (1, 0)
+
+
+def test_rescore_refuses_an_item_put_another_way_since_it_was_predicted_and_rewrites_nothing(tmp_path):
+    from dataclasses import replace
+
+    import pytest
+
+    from growthpace.evaluators.formulation import to_cloze
+    from growthpace.platform.storage import StoredFileError
+
+    layout = Layout(tmp_path / "store")
+    cell = Cell(cell_id="c0ffee0004", study="t", model="llama-nano", size="s", source="curated", volume=10, mix=None,
+                seed=0, allocation=Allocation({"ethics": 10}), epochs=1, training={})
+    ethics = Record("ethics", "e", (("user", "Which are wrong?\nA. lie\nB. help\nC. cheat\nD. thank"),
+                                    ("assistant", "AC")), 0)
+    as_letters = {("test", "ethics"): [ethics], ("test", "code"): [RANK]}
+    keys, flat = flatten_sets(as_letters)
+    rows = pl.DataFrame(prediction_rows(cell.cell_id, 1, "ckhash-a", "transformers", keys, flat,
+                                        [Prediction(text="AC"), Prediction(candidate_nll=(0.5, 1.0, 2.0))]))
+    store(layout, cell.cell_id, 1, "ckhash-a", rows)
+    before = layout.cell_predictions(cell.cell_id, 1).read_bytes()
+    # the same item ranked as sets now (15 candidates), or a ranked item with a fourth candidate
+    as_sets = {("test", "ethics"): [to_cloze(ethics)], ("test", "code"): [RANK]}
+    four = {("test", "ethics"): [ethics], ("test", "code"): [replace(RANK, choices=(*RANK.choices, "x"))]}
+    for sets, why in ((as_sets, "multi_select, but the eval sets now make it perplexity over 15 candidates"),
+                      (four, "perplexity over 3 candidates, but the eval sets now make it perplexity over 4 candidates")):
+        with pytest.raises(StoredFileError,
+                           match=rf"epoch_001.parquet: item test/\w+/\w was predicted as {why}: it changed since"):
+            rescore([cell], layout, sets, {})
+        assert layout.cell_predictions(cell.cell_id, 1).read_bytes() == before
+    assert rescore([cell], layout, as_letters, {}).verdicts == 2  # the form it was predicted in still rescored

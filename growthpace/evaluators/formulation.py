@@ -48,6 +48,10 @@ from growthpace.platform.records import Record
 
 FORMULATIONS: tuple[str, ...] = ("letter", "option", "cloze")
 CHOICE_TARGETS: tuple[str, ...] = ("letter", "letter_text", "cloze")
+# How ``with_choice_target`` writes each target's items. A target's number goes up whenever it writes any
+# item differently, and a cell's id holds it (platform/cells.py), so a study rerun under the new rule trains
+# new cells instead of serving checkpoints trained on items the old rule wrote. cloze 2: sets as texts.
+CHOICE_TARGET_REVISIONS = {"letter": 1, "letter_text": 1, "cloze": 2}
 TRUE_FALSE_CANDIDATES = ("正确", "错误")  # the words a ranked true/false item chooses between
 
 # What each formulation does, in one sentence for the report and the console.

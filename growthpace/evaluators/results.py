@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from growthpace.evaluators.scoring import SCORER_VERSION, Prediction, question_kind, score
+from growthpace.evaluators.scoring import REGISTRY, SCORER_VERSION, Prediction, question_kind, score
 from growthpace.platform.cells import Cell
 from growthpace.platform.checkpoints import check_checkpoint, checkpoint_hash, checkpoint_list
 from growthpace.platform.records import Record
@@ -172,6 +172,18 @@ def _stored_prediction(f, row: dict, by_key: dict) -> tuple[Record, Prediction]:
         raise StoredFileError(f"{f}: item {row['split']}/{row['ability']}/{row['idx']}: letter_logprobs is damaged "
                               f"({str(e).splitlines()[0][:120]}); {rebuild_hint(f)}") from None
     nll = tuple(row["candidate_nll"]) if row["candidate_nll"] is not None else None
+    # An item put another way since it was predicted (a formulation that now ranks what it generated, or
+    # more candidates) has no prediction to re-score: scoring it anyway would store "wrong" as current.
+    def form(kind: str, n: int) -> str:
+        return f"{kind} over {n} candidates" if REGISTRY[kind].needs == "rank" else kind
+
+    now = question_kind(record)
+    if row["kind"] not in REGISTRY or REGISTRY[row["kind"]].needs != REGISTRY[now].needs \
+            or (REGISTRY[now].needs == "rank" and len(nll or ()) != len(record.choices or ())):
+        was = form(row["kind"], len(nll or ())) if row["kind"] in REGISTRY else repr(row["kind"])
+        raise StoredFileError(
+            f"{f}: item {row['split']}/{row['ability']}/{row['idx']} was predicted as {was}, but the eval sets "
+            f"now make it {form(now, len(record.choices or ()))}: it changed since it was scored; {rebuild_hint(f)}")
     return record, Prediction(text=row["text"] or "", letter_logprobs=letters, candidate_nll=nll)
 
 

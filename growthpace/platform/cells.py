@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from growthpace.evaluators.formulation import CHOICE_TARGET_REVISIONS
 from growthpace.platform.allocation import Allocation, AllocationError, Pool, even_counts, max_counts
 from growthpace.platform.spec import Spec, SpecError
 from growthpace.platform.storage import stable_hash
@@ -152,6 +153,9 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str) -> list[Cell]:
                 }
                 if pretraining is not None:  # absent otherwise: cells without pre-training keep their ids
                     identity["pretrain"] = pretraining
+                revision = CHOICE_TARGET_REVISIONS[training.get("choice_target", "letter")]
+                if revision > 1:  # absent at the first: cells keep the ids they had before revisions
+                    identity["choice_target_revision"] = revision
                 cell_id = stable_hash(identity)
                 what = f"mix {mix!r}" if mix else f"{source} volume {volume}"
                 if cell_id in seen:
