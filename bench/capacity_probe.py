@@ -31,18 +31,19 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from growthpace.evaluators.formulation import formulate, with_choice_target  # noqa: E402
-from growthpace.evaluators.requests import predict  # noqa: E402
+from growthpace.platform.core.formulation import formulate, with_choice_target  # noqa: E402
+from growthpace.evaluators.backends import predict  # noqa: E402
 from growthpace.evaluators.scoring import score  # noqa: E402
 from growthpace.evaluators.transformers_backend import TransformersBackend  # noqa: E402
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
-from growthpace.platform.allocation import Allocation  # noqa: E402
-from growthpace.platform.chat import ChatEncoder  # noqa: E402
-from growthpace.platform.data import ensure_generated, load_dataset  # noqa: E402
-from growthpace.platform.growth import bootstrap_items, interval  # noqa: E402
-from growthpace.platform.models import PRESETS, llama_config, train_tokenizer  # noqa: E402
-from growthpace.platform.records import read_ood, read_split, read_world  # noqa: E402
-from growthpace.platform.spec import load_spec  # noqa: E402
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
+from growthpace.platform.core.allocation import Allocation  # noqa: E402
+from growthpace.platform.data.chat import ChatEncoder  # noqa: E402
+from growthpace.platform.data.dataset import ensure_generated, load_dataset  # noqa: E402
+from growthpace.platform.analysis.growth import bootstrap_items, interval  # noqa: E402
+from growthpace.platform.core.presets import PRESETS
+from growthpace.platform.train.models import llama_config, train_tokenizer  # noqa: E402
+from growthpace.platform.data.records import read_ood, read_split, read_world  # noqa: E402
+from growthpace.platform.data.specfile import load_spec  # noqa: E402
 
 
 def linear(step: int, total: int, start: float) -> float:

@@ -40,10 +40,11 @@ def one_cell_checkpoints(root: Path, preset: str, epochs: int, items: int) -> tu
     import torch
     from transformers import AutoModelForCausalLM
 
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.generate import generate_dataset
-    from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
-    from growthpace.platform.records import read_ood, read_split
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.generate import generate_dataset
+    from growthpace.platform.core.presets import PRESETS
+    from growthpace.platform.train.models import llama_config, train_tokenizer
+    from growthpace.platform.data.records import read_ood, read_split
 
     data = root / "data"
     generate_dataset(data, seed=0, train_per_ability=40, valid_per_ability=2, test_per_ability=10,
@@ -106,8 +107,8 @@ def measure() -> str:
     ap.add_argument("--max-length", type=int, default=256, help="the engine's length (the local study's max_length)")
     args = ap.parse_args()
 
-    from growthpace.evaluators.backends import warm
-    from growthpace.evaluators.requests import predict
+    from growthpace.evaluators.engines import warm
+    from growthpace.evaluators.backends import predict
     from growthpace.evaluators.vllm_backend import VLLMBackend
 
     limits = {"math": 40}

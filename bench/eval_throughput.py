@@ -40,9 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, question_kind, score  # noqa: E402
-from growthpace.platform.checkpoints import model_dir as checkpoint_model  # noqa: E402
-from growthpace.platform.records import Record  # noqa: E402
+from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, score
+from growthpace.platform.core.items import question_kind  # noqa: E402
+from growthpace.platform.store.checkpoints import model_dir as checkpoint_model  # noqa: E402
+from growthpace.platform.core.items import Record  # noqa: E402
 
 LOCAL = ROOT / "runs" / "local"
 LOCAL_DATA = ROOT / "runs" / "data" / "doit-procedural"
@@ -81,12 +82,12 @@ def pick_checkpoint() -> Path | None:
 
 def eval_records(n: int) -> list[Record]:
     """n items, round-robin over (split, ability) sets so every kind is represented."""
-    from growthpace.platform.abilities import OOD_SUBJECTS
-    from growthpace.platform.records import read_ood, read_split
+    from growthpace.platform.core.abilities import OOD_SUBJECTS
+    from growthpace.platform.data.records import read_ood, read_split
 
     root = LOCAL_DATA
     if not (root / "curated" / "test").is_dir():
-        from growthpace.platform.generate import generate_dataset
+        from growthpace.platform.data.generate import generate_dataset
 
         root = _temp_dir("gp_bench_data_")
         generate_dataset(root, seed=0, train_per_ability=20, valid_per_ability=4, test_per_ability=40,
@@ -103,7 +104,8 @@ def build_model(preset: str, records: list[Record]) -> Path:
     """A random-weight model of a preset with the project tokenizer (runs/local's, else trained here)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from growthpace.platform.models import PRESETS, count_params, llama_config, train_tokenizer
+    from growthpace.platform.core.presets import PRESETS
+    from growthpace.platform.train.models import count_params, llama_config, train_tokenizer
 
     toks = sorted((LOCAL / "tokenizer").glob("*/tokenizer.json")) if LOCAL.is_dir() else []
     tok = AutoTokenizer.from_pretrained(toks[0].parent) if toks else train_tokenizer(records)
@@ -130,7 +132,7 @@ def original_predict(model_dir: Path, records: list[Record], limits: dict[str, i
     """The study's method: one item at a time, generate at batch size 1, one forward per candidate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data.chat import ChatEncoder
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -173,8 +175,8 @@ def original_predict(model_dir: Path, records: list[Record], limits: dict[str, i
 
 def project_predict(backend_name: str, model_dir: Path, records: list[Record], limits: dict[str, int],
                     batch_size: int, warmup: int = 0, by_kind: bool = False):
-    from growthpace.evaluators.backends import load
-    from growthpace.evaluators.requests import predict
+    from growthpace.evaluators.engines import load
+    from growthpace.evaluators.backends import predict
 
     t0 = time.perf_counter()
     backend = load(backend_name, model_dir, batch_size)
@@ -219,7 +221,7 @@ def kinds(records: list[Record]) -> str:
 def prompt_tokens(model_dir: Path, records: list[Record]) -> str:
     from transformers import AutoTokenizer
 
-    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data.chat import ChatEncoder
 
     enc = ChatEncoder(AutoTokenizer.from_pretrained(model_dir))
     lengths = sorted(len(enc.prompt(r.prompt)) for r in records)

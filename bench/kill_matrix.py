@@ -74,7 +74,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    from growthpace.platform.generate import generate_dataset
+    from growthpace.platform.data.generate import generate_dataset
 
     work = args.workdir.resolve()
     data = work / "data"

@@ -30,8 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
-from growthpace.platform.records import curated_path, ood_path, synthetic_path  # noqa: E402
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
+from growthpace.platform.data.records import curated_path, ood_path, synthetic_path  # noqa: E402
 
 
 def plan_files(root: Path, train_split: str, splits: list[str], ood: bool) -> list[Path]:
@@ -78,14 +78,14 @@ def doit_spec(local: dict, data: Path, tmp: Path) -> Path:
 
 def store_tokenizer(spec: Path) -> None:
     """What the first `growthpace run` leaves under storage: the trained preset tokenizer."""
-    from growthpace.platform.data import load_dataset
-    from growthpace.platform.models import ensure_tokenizer
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.data.dataset import load_dataset
+    from growthpace.platform.train.models import ensure_tokenizer
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout
 
     s = load_spec(spec)
     dataset = load_dataset(s)
-    ensure_tokenizer(Layout(s.storage_path), dataset.train_records(), dataset.fingerprint)
+    ensure_tokenizer(Layout.for_spec(s), dataset.train_records(), dataset.fingerprint)
 
 
 def main() -> None:

@@ -46,13 +46,13 @@ def main() -> None:
     import yaml
 
     from growthpace.jobs.cluster import connect
-    from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
+    from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
     from growthpace.jobs.pretrain import pretrain_bases
     from growthpace.jobs.study import materialise, model_tokenizers, prepare
-    from growthpace.platform.generate import generate_dataset
-    from growthpace.platform.records import read_world, world_path
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import read_json
+    from growthpace.platform.data.generate import generate_dataset
+    from growthpace.platform.data.records import read_world, world_path
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import read_json
 
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as tmp:
         tmp = Path(tmp)

@@ -1,6 +1,6 @@
 """CPU stand-ins for the 7b-33b training path, measured on a real pretrained model (SmolLM2-135M-Instruct).
 
-One real cell is trained by the project's own train function (platform/train.py) on 2 Ray Train workers
+One real cell is trained by the project's own train function (platform/train/train.py) on 2 Ray Train workers
 with DeepSpeed ZeRO-3 in bf16 (gloo), 2 epochs; each rank records its own RSS growth from /proc while it
 loads the base model and while it saves the HF weights. Then the checkpoint folders are measured on disk,
 and the packed and padded micro-batches of the same items are compared on the same model.
@@ -40,8 +40,8 @@ def folder_bytes(path: Path) -> int:
 
 
 def items(tmp: Path, n: int):
-    from growthpace.platform.generate import generate_dataset
-    from growthpace.platform.records import read_split
+    from growthpace.platform.data.generate import generate_dataset
+    from growthpace.platform.data.records import read_split
 
     root = tmp / "doit"
     generate_dataset(root, seed=0, train_per_ability=max(4, n // 10), valid_per_ability=1, test_per_ability=1,
@@ -54,8 +54,8 @@ def train_one_cell(tmp: Path, base: Path, tokens: Path) -> tuple[dict, list[dict
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from growthpace.platform.storage import Layout
-    from growthpace.platform.train import train_cell
+    from growthpace.platform.store.storage import Layout
+    from growthpace.platform.train.train import train_cell
 
     env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
            "PYTHONPATH": str(ROOT), "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", "")}
@@ -86,8 +86,8 @@ def loss_difference(base: Path, examples) -> tuple[float, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from growthpace.platform.chat import IGNORE
-    from growthpace.platform.packing import pack_batch, pad_batch
+    from growthpace.platform.data.chat import IGNORE
+    from growthpace.platform.train.packing import pack_batch, pad_batch
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa").eval()
 
@@ -106,8 +106,8 @@ def loss_difference(base: Path, examples) -> tuple[float, float]:
 
 def measured_padding(examples, packed: bool) -> float:
     """Tokens in the tensors the training collate builds over one doit-shaped epoch, per real token."""
-    from growthpace.platform.batching import epoch_order, global_batch, rank_micro_batches
-    from growthpace.platform.packing import collate
+    from growthpace.platform.core.batching import epoch_order, global_batch, rank_micro_batches
+    from growthpace.platform.train.packing import collate
 
     import torch
 
@@ -124,10 +124,10 @@ def measured_padding(examples, packed: bool) -> float:
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.data import base_tokenizer, tokens_bytes
-    from growthpace.platform.models import describe, ensure_base_model
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.dataset import base_tokenizer, tokens_bytes
+    from growthpace.platform.train.models import describe, ensure_base_model
+    from growthpace.platform.store.storage import Layout
     from tests.real_model import real_model_dir
 
     start = time.time()

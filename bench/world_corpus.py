@@ -25,15 +25,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from growthpace.platform import generate as current  # noqa: E402
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
-from growthpace.platform.models import train_bpe  # noqa: E402
-from growthpace.platform.records import iter_synthetic, read_split, read_world  # noqa: E402
+from growthpace.platform.data import generate as current  # noqa: E402
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS  # noqa: E402
+from growthpace.platform.train.models import train_bpe  # noqa: E402
+from growthpace.platform.data.records import iter_synthetic, read_split, read_world  # noqa: E402
 
 
 def generator_at(rev: str, folder: Path):
     """The generate module as it was at `rev`, imported from a file under `folder`."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:growthpace/platform/generate.py"],
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:growthpace/platform/data/generate.py"],
                          capture_output=True, text=True, check=True).stdout
     path = folder / f"generate_{rev}.py"
     path.write_text(src, encoding="utf-8")

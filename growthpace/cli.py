@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from growthpace.platform.core.spec import BACKENDS
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Instruction-tuning scaling studies.")
 
 
@@ -45,7 +47,7 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="print one JSON document: cells and totals"),
 ) -> None:
     """Print every cell with its items, optimizer steps, tokens, FLOPs, resources, GPU-hours and storage."""
-    from growthpace.platform.records import no_cycle_collection
+    from growthpace.platform.data.records import no_cycle_collection
 
     with no_cycle_collection():  # a study's 10^5 records: a quarter of a DoIT-scale plan was the collector's
         _plan(spec, as_json)
@@ -123,7 +125,7 @@ def _plan(spec: Path, as_json: bool) -> None:
 @app.command("fetch-data")
 def fetch_data(spec: Path = typer.Argument(..., help="study spec (YAML) with data.hub")) -> None:
     """Download the public dataset (data.hub: repo and pinned revision) to data.root and check its layout."""
-    from growthpace.platform.hub import fetch
+    from growthpace.platform.data.hub import fetch
 
     s = _spec(spec)
     root = _guard(lambda: fetch(s))
@@ -139,7 +141,7 @@ def generate_data(
     world_per_family: int = 400,
 ) -> None:
     """Write the embedded procedural dataset in the study's layout."""
-    from growthpace.platform.generate import generate_dataset
+    from growthpace.platform.data.generate import generate_dataset
 
     summary = _guard(lambda: generate_dataset(root, seed=seed, train_per_ability=train_per_ability, synthetic=synthetic,
                                               world_per_family=world_per_family))
@@ -210,7 +212,7 @@ def recommend(
 ) -> None:
     """Allocate a data budget over abilities from the fitted growth curves; write it as a data.mixes entry."""
     from growthpace.jobs.report import recommend_for_spec
-    from growthpace.platform.storage import write_bytes
+    from growthpace.platform.store.storage import storage_root, write_bytes
 
     s = _spec(spec)
     rec, text = _guard(lambda: recommend_for_spec(s, budget, size, name))
@@ -233,7 +235,7 @@ def recommend(
     if rec.beyond_data:
         _console().print(f"note: more items than the study measured for: {', '.join(rec.beyond_data)} "
                          "(curves held flat one doubling past the data)")
-    path = out or s.storage_path / "recommendations" / f"{rec.name}.yaml"
+    path = out or storage_root(s.storage) / "recommendations" / f"{rec.name}.yaml"
     write_bytes(path, text.encode())
     _console().print(text, highlight=False, markup=False)
     _console().print(f"wrote {path}")
@@ -245,7 +247,7 @@ def benchmark(
     cmmlu: Path = typer.Option(None, "--cmmlu", help="CMMLU root: dev/ and test/ with <subject>.csv"),
     agieval: Path = typer.Option(None, "--agieval", help="AGIEval root: test/<task>.jsonl (or <task>.jsonl) and dev/<task>.jsonl"),
     shots: list[int] = typer.Option([0, 5], "--shots", help="few-shot examples; repeat for several settings"),
-    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | auto"),
+    backend: str = typer.Option("transformers", "--backend", help=" | ".join(BACKENDS)),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     spec: Path = typer.Option(None, "--spec", help="study spec: log into a cell's MLflow run (with --cell)"),
     cell: str = typer.Option(None, "--cell", help="cell id whose child run gets bench/<name>/<shots>shot"),
@@ -254,15 +256,15 @@ def benchmark(
     """CMMLU / AGIEval multiple choice from local files: argmax of the letters' log-probs at the answer."""
     from growthpace.evaluators.benchmarks import metric_name
     from growthpace.jobs.benchmark import log_to_cell, run_benchmark
-    from growthpace.platform.checkpoints import epoch_of, model_folder
+    from growthpace.platform.store.checkpoints import epoch_of, model_folder
 
     sources = {k: v for k, v in (("cmmlu", cmmlu), ("agieval", agieval)) if v is not None}
     if not sources:
         raise typer.BadParameter("give --cmmlu DIR and/or --agieval DIR")
     if (spec is None) != (cell is None):
         raise typer.BadParameter("--spec and --cell go together")
-    if backend not in ("transformers", "vllm", "auto"):
-        raise typer.BadParameter("--backend: transformers, vllm or auto")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend: one of {', '.join(BACKENDS)}")
     model_dir = _guard(lambda: model_folder(model_dir))
     s = _spec(spec) if spec is not None else None
     step = epoch if epoch is not None else epoch_of(model_dir)

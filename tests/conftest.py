@@ -10,7 +10,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
     """A small procedurally generated dataset in the study's layout, shared by the session."""
-    from growthpace.platform.generate import generate_dataset
+    from growthpace.platform.data.generate import generate_dataset
 
     root = tmp_path_factory.mktemp("data") / "doit"
     generate_dataset(root, seed=0, train_per_ability=60, valid_per_ability=4, test_per_ability=4,
@@ -24,9 +24,10 @@ def trained_dir(small_data, tmp_path_factory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
-    from growthpace.platform.records import read_split
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.core.presets import PRESETS
+    from growthpace.platform.train.models import llama_config, train_tokenizer
+    from growthpace.platform.data.records import read_split
 
     recs = [r for rs in read_split(small_data, "1000").values() for r in rs]
     tok = train_tokenizer(recs)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from growthpace.platform.abilities import ABILITIES
-from growthpace.platform.allocation import Allocation, AllocationError, Pool, card, even_counts, max_counts
-from growthpace.platform.records import Record
+from growthpace.platform.core.abilities import ABILITIES
+from growthpace.platform.core.allocation import Allocation, AllocationError, Pool, card, even_counts, max_counts
+from growthpace.platform.core.items import Record
 
 
 def _rec(ability: str, i: int) -> Record:

@@ -293,8 +293,9 @@ def tiny_checkpoint(tmp_path_factory, small_data) -> Path:
     """A checkpoint folder as training writes it: model/ (config, safetensors, tokenizer) + epoch.json."""
     from transformers import AutoModelForCausalLM
 
-    from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
-    from growthpace.platform.records import read_records
+    from growthpace.platform.core.presets import PRESETS
+    from growthpace.platform.train.models import llama_config, train_tokenizer
+    from growthpace.platform.data.records import read_records
 
     records = read_records(small_data / "curated" / "1000" / "biology_1000.json", eval_split=False)
     tok = train_tokenizer(records)
@@ -309,22 +310,22 @@ def tiny_checkpoint(tmp_path_factory, small_data) -> Path:
 def _trained_storage(folder: Path, data: Path, checkpoint: Path, tokenizer: bool = False) -> tuple[Path, Path, str]:
     """folder/spec.yaml (absolute paths) + a storage whose first cell is trained: (spec, checkpoint, cell id).
     tokenizer: also the study's tokenizer, as `prepare` stores it (so a later command writes nothing new)."""
-    from growthpace.platform.cells import expand
-    from growthpace.platform.data import load_dataset
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout, write_json
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.dataset import load_dataset
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout, write_json
 
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump({**GOOD_SPEC, "storage": str(folder / "store"),
                                          "data": {**GOOD_SPEC["data"], "root": str(data)}}))
     spec = load_spec(spec_path)
     dataset = load_dataset(spec)
-    cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
-    layout = Layout(spec.storage_path)
+    cell = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)[0]
+    layout = Layout.for_spec(spec)
     ck = layout.train / cell.cell_id / "checkpoint_000000"
     shutil.copytree(checkpoint, ck)
     if tokenizer:
-        from growthpace.platform.models import ensure_tokenizer
+        from growthpace.platform.train.models import ensure_tokenizer
 
         ensure_tokenizer(layout, dataset.train_records(), dataset.fingerprint)
     write_json(layout.cell_checkpoints(cell.cell_id),
@@ -680,16 +681,16 @@ def test_good_and_retained_checkpoints_pass_preflight(tmp_path, small_data, tiny
     """A whole checkpoint passes; so does one whose weights retention deleted after it was scored."""
     from growthpace.evaluators.results import check_checkpoints, plan_scoring
     from growthpace.jobs.study import check_inputs
-    from growthpace.platform.cells import expand
-    from growthpace.platform.data import load_dataset
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout, write_json
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.dataset import load_dataset
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout, write_json
 
     spec_path, ck, cell_id = _trained_storage(tmp_path, small_data, tiny_checkpoint)
     spec = load_spec(spec_path)
     dataset = load_dataset(spec)
-    cells = expand(spec, dataset.pool, dataset.fingerprint)
-    layout = Layout(spec.storage_path)
+    cells = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)
+    layout = Layout.for_spec(spec)
     check_inputs(spec, cells, layout, write=True)
     todo, done = plan_scoring(cells, layout, "sethash")
     assert [t["cell_id"] for t in todo] == [cell_id] and done == 0

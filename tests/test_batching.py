@@ -1,6 +1,6 @@
 import pytest
 
-from growthpace.platform.batching import global_batch, optimizer_steps, steps_per_epoch
+from growthpace.platform.core.batching import global_batch, optimizer_steps, steps_per_epoch
 
 
 def test_doit_7b_ten_items_make_one_step_per_epoch_not_a_partial_one():
@@ -21,7 +21,7 @@ def test_zero_or_negative_batch_settings_are_rejected():
         global_batch(0, 1, 1)
 
 
-from growthpace.platform.batching import epoch_order, rank_micro_batches  # noqa: E402
+from growthpace.platform.core.batching import epoch_order, rank_micro_batches  # noqa: E402
 
 
 def test_doit_7b_ten_items_every_rank_gets_whole_accumulation_rounds():
@@ -48,7 +48,7 @@ def test_micro_batches_reject_a_partial_global_batch():
 
 def test_schedule_over_the_planned_steps_ends_at_end_lr():
     """doit's 7b 10-item cell: 25 epochs x 1 step; the old schedule stopped at 5.7e-6 instead of 1e-6."""
-    from growthpace.platform.train import lr_lambda
+    from growthpace.platform.train.train import lr_lambda
 
     steps = optimizer_steps(10, 25, global_batch(8, 4, 2))
     f = lr_lambda(steps, 1e-5, 1e-6)

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from growthpace.evaluators import benchmarks as bm
-from growthpace.evaluators.requests import Continuation, letter_ids, predict
-from growthpace.evaluators.scoring import n_options, option_letters, score
+from growthpace.evaluators.requests import Continuation, letter_ids
+from growthpace.evaluators.backends import predict
+from growthpace.platform.core.items import n_options, option_letters
+from growthpace.evaluators.scoring import score
 from growthpace.jobs.benchmark import score_settings
-from growthpace.platform.records import DataError
+from growthpace.platform.core.items import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 CMMLU, AGIEVAL = FIXTURES / "cmmlu", FIXTURES / "agieval"
@@ -135,7 +137,8 @@ def bench_model_dir(tmp_path_factory):
     """A random llama-nano with a tokenizer trained on the fixtures' text."""
     from transformers import AutoModelForCausalLM
 
-    from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
+    from growthpace.platform.core.presets import PRESETS
+    from growthpace.platform.train.models import llama_config, train_tokenizer
 
     recs = [r for name, root in (("cmmlu", CMMLU), ("agieval", AGIEVAL)) for rs in bm.load_benchmark(name, root, 5).values() for r in rs]
     tok = train_tokenizer(recs)
@@ -230,7 +233,7 @@ def test_cli_prints_the_table_and_logs_into_the_cells_run(tmp_path, bench_model_
     from typer.testing import CliRunner
 
     from growthpace.cli import app
-    from growthpace.platform import tracking
+    from growthpace.platform.store import tracking
 
     logged = []
 

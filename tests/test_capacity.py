@@ -1,4 +1,4 @@
-"""Can the cluster place what the spec asks for (platform/capacity.py), compared before the first write.
+"""Can the cluster place what the spec asks for (platform/core/capacity.py), compared before the first write.
 
 The rule alone on made-up clusters (fast), then one real local Ray cluster: the resources Ray reports
 (jobs/cluster.py capacity) and `growthpace sweep` refusing a GPU spec on it with exit 2, nothing written.
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from growthpace.platform.capacity import NodeType, cluster_totals, placement_problems
-from growthpace.platform.spec import Spec
+from growthpace.platform.core.capacity import NodeType, cluster_totals, placement_problems
+from growthpace.platform.core.spec import Spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,10 @@ import polars as pl
 import pytest
 import yaml
 
-from growthpace.platform.allocation import Pool
-from growthpace.platform.cells import expand
-from growthpace.platform.spec import SpecError, load_spec
+from growthpace.platform.data.dataset import load_pool
+from growthpace.platform.core.cells import expand
+from growthpace.platform.core.spec import SpecError
+from growthpace.platform.data.specfile import load_spec
 from growthpace.jobs.report import select
 
 
@@ -25,7 +26,7 @@ def _spec(tmp_path, small_data, **data):
 
 
 def _pool(small_data):
-    return Pool.load(small_data, "1000", with_synthetic=True)
+    return load_pool(small_data, "1000", with_synthetic=True)
 
 
 def test_full_factorial_with_mixes(tmp_path, small_data):
@@ -35,7 +36,7 @@ def test_full_factorial_with_mixes(tmp_path, small_data):
         {"name": "mix-50", "fill": "max", "caps": {"ethics": 2}, "synthetic": 50},
     ]
     spec = _spec(tmp_path, small_data, mixes=mixes, seeds=[0, 1])
-    cells = expand(spec, _pool(small_data), "fp")
+    cells = expand(spec, _pool(small_data), "fp", {})
     assert len(cells) == 2 * 2 * (2 * 2 + 3)
     assert len({c.cell_id for c in cells}) == len(cells)
     rec = next(c for c in cells if c.mix == "reconstruct")
@@ -47,19 +48,19 @@ def test_full_factorial_with_mixes(tmp_path, small_data):
 
 def test_cell_id_tracks_what_determines_the_result(tmp_path, small_data):
     pool = _pool(small_data)
-    a = {c.label: c.cell_id for c in expand(_spec(tmp_path, small_data), pool, "fp")}
-    assert a == {c.label: c.cell_id for c in expand(_spec(tmp_path, small_data), pool, "fp")}
-    assert set(a.values()).isdisjoint(c.cell_id for c in expand(_spec(tmp_path, small_data), pool, "other-data"))
-    b = {c.label: c.cell_id for c in expand(_spec(tmp_path, small_data, volumes=[10, 20]), pool, "fp")}
+    a = {c.label: c.cell_id for c in expand(_spec(tmp_path, small_data), pool, "fp", {})}
+    assert a == {c.label: c.cell_id for c in expand(_spec(tmp_path, small_data), pool, "fp", {})}
+    assert set(a.values()).isdisjoint(c.cell_id for c in expand(_spec(tmp_path, small_data), pool, "other-data", {}))
+    b = {c.label: c.cell_id for c in expand(_spec(tmp_path, small_data, volumes=[10, 20]), pool, "fp", {})}
     assert a["a/curated-10/s0"] == b["a/curated-10/s0"] and "a/curated-20/s0" in b
 
 
 def test_impossible_volume_names_the_field(tmp_path, small_data):
     with pytest.raises(SpecError, match=r"field 'data.volumes': volume 100000"):
-        expand(_spec(tmp_path, small_data, volumes=[10, 100000]), _pool(small_data), "fp")
+        expand(_spec(tmp_path, small_data, volumes=[10, 100000]), _pool(small_data), "fp", {})
     with pytest.raises(SpecError, match=r"field 'data.mixes\[0\]'"):
         expand(_spec(tmp_path, small_data, mixes=[{"name": "m", "total": 20, "caps": {"ethics": 30, "math": 30}}]),
-               _pool(small_data), "fp")
+               _pool(small_data), "fp", {})
 
 
 def test_select_best_valid_epoch_after_warmup_reports_test():

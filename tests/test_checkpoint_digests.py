@@ -1,7 +1,7 @@
 """digests.json: the content hash written where the weights are, read by the driver instead of the weights."""
 
-from growthpace.platform import checkpoints
-from growthpace.platform.storage import Layout, read_json
+from growthpace.platform.store import checkpoints
+from growthpace.platform.store.storage import Layout, read_json
 
 
 def _checkpoint(root):

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from growthpace.platform.records import DataError
-from growthpace.platform.spec import SpecError, load_spec
+from growthpace.platform.data.dataset import load_pool
+from growthpace.platform.store.storage import storage_root
+from growthpace.platform.core.items import DataError
+from growthpace.platform.core.spec import SpecError
+from growthpace.platform.data.specfile import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -273,7 +276,7 @@ def _hub_spec(tmp_path: Path, root: Path | None = None, **hub) -> object:
 def test_fetch_offline_names_the_settings_to_change(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from growthpace.platform.hub import fetch
+    from growthpace.platform.data.hub import fetch
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     spec = _hub_spec(tmp_path, cache_dir=str(tmp_path / "hf-cache"))
@@ -294,7 +297,7 @@ def test_fetch_offline_names_the_settings_to_change(tmp_path, monkeypatch):
 
 
 def test_fetch_keeps_an_existing_dataset(tmp_path, small_data):
-    from growthpace.platform.hub import fetch
+    from growthpace.platform.data.hub import fetch
 
     spec = _hub_spec(tmp_path, root=small_data)  # a dataset already in place: nothing to fetch, even offline
     assert fetch(spec) == small_data
@@ -303,7 +306,7 @@ def test_fetch_keeps_an_existing_dataset(tmp_path, small_data):
 def test_layout_check(tmp_path, small_data):
     import shutil
 
-    from growthpace.platform.hub import check_layout
+    from growthpace.platform.data.hub import check_layout
 
     check_layout(small_data, "1000", synthetic=True, ood=True)  # the generated dataset has the full layout
     root = tmp_path / "copy"
@@ -321,8 +324,8 @@ def test_unlabelled_synthetic_file_is_read_as_synthetic(tmp_path, small_data):
     """The public synthetic file: other name, no `type`, `idx` or `question_format`."""
     import shutil
 
-    from growthpace.platform.allocation import Allocation, Pool, card
-    from growthpace.platform.records import TRAIN_TYPES, read_records, synthetic_path, write_records
+    from growthpace.platform.core.allocation import Allocation, card
+    from growthpace.platform.data.records import TRAIN_TYPES, read_records, synthetic_path, write_records
 
     root = tmp_path / "doit"
     shutil.copytree(small_data, root, ignore=shutil.ignore_patterns("synthetic"))
@@ -335,7 +338,7 @@ def test_unlabelled_synthetic_file_is_read_as_synthetic(tmp_path, small_data):
         "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
     assert synthetic_path(root).name == "general_instruction_gpt4_41k.json"
 
-    pool = Pool.load(root, "1000", with_synthetic=True)
+    pool = load_pool(root, "1000", with_synthetic=True)
     assert len(pool.synthetic) == 30 and {r.type for r in pool.synthetic} == {"synthetic"}
     picked = pool.select(Allocation({"biology": 2}, synthetic=5), seed=0)
     info = card(picked)
@@ -348,7 +351,7 @@ def test_unlabelled_synthetic_file_is_read_as_synthetic(tmp_path, small_data):
     bad = folder / "general_instruction_gpt4_41k.json"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"general_instruction_gpt4_41k.json:1: field 'messages'"):
-        Pool.load(root, "1000", with_synthetic=True)
+        load_pool(root, "1000", with_synthetic=True)
 
 
 # --- the job's runtime env ------------------------------------------------------------------------
@@ -402,14 +405,14 @@ def test_docs_commands_are_the_tested_ones():
 
 @pytest.mark.parametrize("storage", ["s3://bucket/growthpace/doit", "gs://bucket/growthpace/doit"])
 def test_object_store_storage_is_accepted_with_a_tracking_server(tmp_path, storage):
-    from growthpace.platform.storage import Location
+    from growthpace.platform.store.storage import Location
 
     raw = yaml.safe_load((REPO / "experiments" / "doit.yaml").read_text())
     raw["storage"] = storage
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(raw))
     spec = load_spec(p)
-    assert isinstance(spec.storage_path, Location) and str(spec.storage_path) == storage
+    assert isinstance(storage_root(spec.storage), Location) and str(storage_root(spec.storage)) == storage
     assert spec.tracking_uri == raw["tracking"]["uri"]
 
 
@@ -437,7 +440,7 @@ def test_bad_storage_uris_name_the_field(tmp_path, storage, tracking, message):
 
 def test_doit_places_on_the_node_types_of_cluster_yaml():
     """The pre-flight capacity rule (strict_pack on one node, accelerator pins, scoring) on cluster.yaml's types."""
-    from growthpace.platform.capacity import NodeType, placement_problems
+    from growthpace.platform.core.capacity import NodeType, placement_problems
 
     config = _cluster()
     head = config["head_node_type"]

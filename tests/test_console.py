@@ -31,7 +31,7 @@ def test_failed_cell_shows_its_error_on_the_console(ray_cluster, small_data, tmp
     rc, out = _run(tmp_path / "spec.yaml", ray_cluster, tmp_path)
     assert rc == 1, out[-3000:]
     assert "cell nano/curated-10/s0 failed" in out, out
-    assert 'growthpace/platform/train.py", line' in out, out  # the worker's traceback, frame by frame
+    assert 'growthpace/platform/train/train.py", line' in out, out  # the worker's traceback, frame by frame
     assert "invalid literal for int() with base 10: 'not-a-number'" in out, out
     assert "logs/ray.log" in out
     assert "error: 1 cell(s) did not finish: nano/curated-10/s0. ValueError: invalid literal" in out, out

@@ -1,4 +1,4 @@
-"""Size hold-out, decision accuracy and paired tests (platform/decisions.py) on synthetic data whose truth is known."""
+"""Size hold-out, decision accuracy and paired tests (platform/analysis/decisions.py) on synthetic data whose truth is known."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from growthpace.platform import decisions, growth
+from growthpace.platform.analysis import decisions
+from growthpace.platform.analysis import growth
 
 PARAMS = {"1M": 1e6, "4M": 4e6, "16M": 16e6, "64M": 64e6}
 VOLUMES = [10, 40, 160, 640, 2560]

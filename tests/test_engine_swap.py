@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 
-from growthpace.evaluators.backends import warm
-from growthpace.evaluators.requests import predict
+from growthpace.evaluators.engines import warm
+from growthpace.evaluators.backends import predict
 from growthpace.evaluators.scoring import score
-from growthpace.platform.records import read_ood, read_split
+from growthpace.platform.data.records import read_ood, read_split
 
 pytest.importorskip("vllm")
 
@@ -94,10 +94,10 @@ class _Engine:
 
 
 def test_failed_swap_falls_back_to_a_fresh_engine_and_says_so(monkeypatch):
-    import growthpace.evaluators.backends as backends
+    import growthpace.evaluators.engines as engines
 
     fresh = _Engine()
-    monkeypatch.setattr(backends, "load", lambda *a, **k: fresh)
+    monkeypatch.setattr(engines, "load", lambda *a, **k: fresh)
     said: list[str] = []
     broken = _Engine(RuntimeError("reload raised"))
     assert warm(broken, "vllm", "ck/epoch_2", 16, 512, say=said.append) is fresh
@@ -118,10 +118,10 @@ def _study(folder, small_data, models):
 
     import yaml
 
-    from growthpace.platform.cells import expand
-    from growthpace.platform.data import load_dataset, load_eval_sets
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout, write_json
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.dataset import load_dataset, load_eval_sets
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout, write_json
 
     folder.mkdir(parents=True)
     (folder / "spec.yaml").write_text(yaml.safe_dump({
@@ -131,8 +131,8 @@ def _study(folder, small_data, models):
     }))
     spec = load_spec(folder / "spec.yaml")
     dataset = load_dataset(spec)
-    cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
-    layout = Layout(spec.storage_path)
+    cell = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)[0]
+    layout = Layout.for_spec(spec)
     entries = []
     for epoch, model in models:
         ck = layout.train / cell.cell_id / f"checkpoint_{epoch:06d}"

@@ -1,8 +1,8 @@
-"""Checkpoint storage per cell (platform/footprint.py): weights per epoch, resume states, retention."""
+"""Checkpoint storage per cell (platform/core/footprint.py): weights per epoch, resume states, retention."""
 
 import pytest
 
-from growthpace.platform.footprint import checkpoint_footprint
+from growthpace.platform.core.footprint import checkpoint_footprint
 
 P = 1_000_000
 

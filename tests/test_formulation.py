@@ -1,16 +1,18 @@
-"""Formulations (evaluators/formulation.py): the option transform of every kind, its baselines, the
+"""Formulations (platform/core/formulation.py): the option transform of every kind, its baselines, the
 training replies of training.choice_target, the spec fields, and a two-formulation eval's keys."""
 
 import polars as pl
 import pytest
 import yaml
 
-from growthpace.evaluators.formulation import (
+from growthpace.platform.data.dataset import load_pool
+from growthpace.platform.core.formulation import (
     CHOICE_TARGETS, FORMULATIONS, FormulationError, describe, formulate, letter_text_replies, option_lines,
     parse_split, split_name, to_cloze, to_option, with_choice_target, without_options,
 )
-from growthpace.evaluators.scoring import Prediction, expected_score, needs, question_kind, score
-from growthpace.platform.records import Record
+from growthpace.evaluators.scoring import Prediction, expected_score, needs, score
+from growthpace.platform.core.items import question_kind
+from growthpace.platform.core.items import Record
 
 BIO = Record("biology", "b1", (("user", "Which organelle holds the DNA?\nA. ribosome\nB. nucleus\nC. mitochondrion\n"
                                 "D. cell membrane"), ("assistant", "B")), 0)
@@ -247,7 +249,8 @@ def _spec_file(tmp_path, small_data, evaluation=None, training=None):
 
 
 def test_spec_formulation_default_one_name_or_a_list(tmp_path, small_data):
-    from growthpace.platform.spec import EvaluationSpec, load_spec
+    from growthpace.platform.core.spec import EvaluationSpec
+    from growthpace.platform.data.specfile import load_spec
 
     assert load_spec(_spec_file(tmp_path, small_data)).evaluation.formulation == ["letter"]
     assert load_spec(_spec_file(tmp_path, small_data, {"formulation": "option"})).evaluation.formulation == ["option"]
@@ -258,37 +261,37 @@ def test_spec_formulation_default_one_name_or_a_list(tmp_path, small_data):
 
 @pytest.mark.parametrize("value, why", [("mc", "cloze"), (["option", "option"], "duplicate"), ([], "at least 1")])
 def test_a_bad_formulation_names_the_field(tmp_path, small_data, value, why):
-    from growthpace.platform.spec import SpecError, load_spec
+    from growthpace.platform.core.spec import SpecError
+    from growthpace.platform.data.specfile import load_spec
 
     with pytest.raises(SpecError, match=rf"field 'evaluation\.formulation.*{why}"):
         load_spec(_spec_file(tmp_path, small_data, {"formulation": value}))
 
 
 def test_choice_target_is_part_of_the_cell_id_and_the_default_keeps_the_old_ids(tmp_path, small_data):
-    from growthpace.platform.allocation import Pool
-    from growthpace.platform.cells import expand
-    from growthpace.platform.spec import SpecError, load_spec
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.core.spec import SpecError
+    from growthpace.platform.data.specfile import load_spec
 
-    pool = Pool.load(small_data, "1000", with_synthetic=False)
+    pool = load_pool(small_data, "1000", with_synthetic=False)
     letter = expand(load_spec(_spec_file(tmp_path, small_data)), pool, "fp")[0]
     text = expand(load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "letter_text"})), pool, "fp")[0]
     assert "choice_target" not in letter.training and text.training["choice_target"] == "letter_text"
     assert letter.cell_id != text.cell_id
     with pytest.raises(SpecError, match=r"field 'training\.choice_target'"):
         load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "text"}))
-    from growthpace.platform.spec import TrainingSpec
+    from growthpace.platform.core.spec import TrainingSpec
 
     assert set(TrainingSpec.model_fields["choice_target"].annotation.__args__) == set(CHOICE_TARGETS)
 
 
 def test_a_choice_target_revision_gives_that_targets_cells_new_ids_and_leaves_the_others(tmp_path, small_data,
                                                                                           monkeypatch):
-    from growthpace.evaluators import formulation
-    from growthpace.platform.allocation import Pool
-    from growthpace.platform.cells import expand
-    from growthpace.platform.spec import load_spec
+    from growthpace.platform.core import formulation
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.specfile import load_spec
 
-    pool = Pool.load(small_data, "1000", with_synthetic=False)
+    pool = load_pool(small_data, "1000", with_synthetic=False)
     specs = {t: load_spec(_spec_file(tmp_path, small_data, training={"choice_target": t})) for t in CHOICE_TARGETS}
 
     def ids():
@@ -304,17 +307,17 @@ def test_a_choice_target_revision_gives_that_targets_cells_new_ids_and_leaves_th
 
 @pytest.mark.parametrize("target", ["letter_text", "cloze"])
 def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data, target):
-    from growthpace.platform.cells import expand
-    from growthpace.platform.data import load_dataset, write_cell_data
-    from growthpace.platform.records import read_records
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout
-    from growthpace.evaluators.formulation import option_text
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.dataset import load_dataset, write_cell_data
+    from growthpace.platform.data.records import read_records
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout
+    from growthpace.platform.core.formulation import option_text
 
     spec = load_spec(_spec_file(tmp_path, small_data, training={"choice_target": target}))
     dataset = load_dataset(spec)
     cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     layout.cell_data(cell.cell_id).parent.mkdir(parents=True, exist_ok=True)
     card = write_cell_data(layout, cell, dataset)
     written = read_records(layout.cell_data(cell.cell_id), eval_split=False)
@@ -333,7 +336,7 @@ def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data
         assert b.prompt == (("user", without_options(a.prompt[-1][1])),)
         options = option_lines(a.prompt[-1][1])
         assert b.gold == "\n".join(option_text(options[x]) for x in options if x in a.gold.strip())
-    from growthpace.platform.allocation import card as card_of
+    from growthpace.platform.core.allocation import card as card_of
 
     assert card["content_sha256"] == card_of(written)["content_sha256"] != card_of(plain)["content_sha256"]
 
@@ -343,9 +346,9 @@ def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data
 
 def test_two_formulations_give_both_sets_of_keys_and_the_hash_follows_the_formulation(tmp_path, small_data):
     from growthpace.evaluators.results import eval_set_hash, flatten_sets, prediction_rows, scores_from_predictions
-    from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-    from growthpace.platform.data import load_eval_sets
-    from growthpace.platform.spec import load_spec
+    from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
+    from growthpace.platform.data.dataset import load_eval_sets
+    from growthpace.platform.data.specfile import load_spec
 
     def sets(value):
         return load_eval_sets(load_spec(_spec_file(tmp_path, small_data, {"formulation": value})))
@@ -384,9 +387,10 @@ def test_an_unreadable_item_in_an_eval_file_names_the_file_ability_and_idx(tmp_p
     import json
     import shutil
 
-    from growthpace.platform.data import load_eval_sets
-    from growthpace.platform.records import DataError, curated_path
-    from growthpace.platform.spec import load_spec
+    from growthpace.platform.data.dataset import load_eval_sets
+    from growthpace.platform.core.items import DataError
+    from growthpace.platform.data.records import curated_path
+    from growthpace.platform.data.specfile import load_spec
 
     root = tmp_path / "data"
     shutil.copytree(small_data, root)
@@ -422,9 +426,9 @@ def _scores() -> pl.DataFrame:
 
 
 def test_report_states_the_formulation_and_shows_the_secondary_at_the_primary_selected_epoch():
-    from growthpace.platform.analysis import formulations
-    from growthpace.platform.page import _formulations, block
-    from growthpace.platform.selection import select
+    from growthpace.platform.analysis.summary import formulations
+    from growthpace.platform.report.page import _formulations, block
+    from growthpace.platform.core.selection import select
 
     scores = _scores()
     selected = select(scores, 0)

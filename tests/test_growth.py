@@ -1,4 +1,4 @@
-"""Growth-pace analysis (platform/growth.py) on synthetic curves whose true parameters are known."""
+"""Growth-pace analysis (platform/analysis/growth.py) on synthetic curves whose true parameters are known."""
 
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from growthpace.platform import growth
-from growthpace.platform.allocation import AllocationError, even_counts
-from growthpace.platform.spec import AnalysisSpec, Mix
+from growthpace.platform.analysis import growth
+from growthpace.platform.core.allocation import AllocationError, even_counts
+from growthpace.platform.core.spec import AnalysisSpec, Mix
 
 VOLUMES = 10 * 4.0 ** np.arange(6)  # 10 ... 10240, the study's spacing
 
@@ -223,7 +223,7 @@ def test_mix_output_is_a_spec_mix_that_reproduces_the_allocation():
 
 
 def test_reconstruct_reference_is_the_studys_mix():
-    from growthpace.platform.abilities import ABILITIES
+    from growthpace.platform.core.abilities import ABILITIES
 
     r = growth.reconstruct_split(ABILITIES, 10000)
     assert (r["ethics"], r["role_play"], r["creative_writing"]) == (64, 64, 1000)

@@ -1,6 +1,6 @@
 """The study's base-model shape: a LLaMA folder with a SentencePiece `tokenizer.model` (no tokenizer.json)
 and sharded 16-bit `.bin` weights, turned into the study's base model (chat tokens, grown embeddings,
-safetensors in the same dtype) through the project's own path (platform/models.py)."""
+safetensors in the same dtype) through the project's own path (platform/train/models.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from growthpace.platform.abilities import CHAT_TOKENS
+from growthpace.platform.core.abilities import CHAT_TOKENS
 
 
 def _sentencepiece_model() -> bytes:
@@ -66,7 +66,7 @@ def test_sentencepiece_only_tokenizer_loads_with_the_models_ids(llama_bin_folder
 def test_tokenizer_model_without_its_class_is_refused_up_front(llama_bin_folder, tmp_path):
     import shutil
 
-    from growthpace.platform.models import ModelError, check_model
+    from growthpace.platform.train.models import ModelError, check_model
 
     folder, _ = llama_bin_folder
     bare = tmp_path / "bare"
@@ -80,9 +80,9 @@ def test_bin_base_model_becomes_safetensors_in_its_dtype_with_chat_tokens(llama_
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.models import check_model, ensure_base_model
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.train.models import check_model, ensure_base_model
+    from growthpace.platform.store.storage import Layout
 
     folder, state = llama_bin_folder
     check_model(str(folder))

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 import yaml
 
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.spec import load_spec
-from growthpace.platform.storage import Layout, read_json
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
+from growthpace.platform.data.specfile import load_spec
+from growthpace.platform.store.storage import Layout, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +49,11 @@ def _mlflow(spec):
 def test_one_cell_two_workers_deepspeed(ray_cluster, small_data, tmp_path):
     """One cell, data-parallel over 2 Ray Train workers with DeepSpeed ZeRO-2 on gloo."""
     from growthpace.jobs.run import run_sweep
-    from growthpace.platform.checkpoints import checkpoint_hash
+    from growthpace.platform.store.checkpoints import checkpoint_hash
 
     spec = _spec(tmp_path, small_data, volumes=[20], workers=2)
     study = run_sweep(spec)
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     (cell,) = study.cells
     cks = read_json(layout.cell_checkpoints(cell.cell_id))["checkpoints"]
     assert [c["epoch"] for c in cks] == [1, 2]
@@ -90,7 +90,7 @@ def finished_study(ray_cluster, small_data, tmp_path_factory):
 
     spec = _spec(tmp_path_factory.mktemp("study"), small_data, volumes=[10, 30])
     index = run_study(spec)
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     # Later tests change this study's weights and re-score; comparisons use the scores as first made.
     (layout.root.parent / "scores-as-trained.parquet").write_bytes(layout.scores.read_bytes())
     return spec, layout, index
@@ -200,7 +200,7 @@ def test_rescore_from_stored_predictions_runs_no_model(finished_study):
 def test_retention_keeps_best_or_nothing(finished_study):
     from growthpace.evaluators.results import cell_scores
     from growthpace.jobs.evaluate import apply_retention
-    from growthpace.platform.selection import best_valid_epoch
+    from growthpace.platform.core.selection import best_valid_epoch
     from growthpace.jobs.run import run_evaluate
     from growthpace.jobs.study import prepare
 
@@ -232,7 +232,7 @@ def test_study_in_an_object_store_survives_a_killed_driver_and_scores_like_local
     import sys
     import time
 
-    from growthpace.platform import storage
+    from growthpace.platform.store import storage
 
     from .servers import S3Server
 
@@ -247,7 +247,7 @@ def test_study_in_an_object_store_survives_a_killed_driver_and_scores_like_local
         for k, v in server.env.items():
             monkeypatch.setenv(k, v)
         storage._filesystem.cache_clear()
-        layout = Layout(spec.storage_path)
+        layout = Layout.for_spec(spec)
         cmd = [sys.executable, "-m", "growthpace.jobs.run", str(tmp_path / "spec.yaml")]
 
         def finished_cells():
@@ -306,12 +306,12 @@ def test_two_formulations_letter_text_training_scored_logged_reported_and_rescor
     cell trains on option lines, every eval item is scored in both formulations (option under the split
     names, letter under `test.letter` ...), MLflow holds both, the report names them, rescore keeps them."""
     from growthpace.jobs.run import run_rescore, run_study
-    from growthpace.platform.records import read_records
+    from growthpace.platform.data.records import read_records
 
     spec = _spec(tmp_path, small_data, volumes=[10], evaluation={"formulation": ["option", "letter"]},
                  training={"choice_target": "letter_text"})
     index = run_study(spec)
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     scores = pl.read_parquet(layout.scores)
     (cell_id,) = scores["cell_id"].unique().to_list()
     trained = read_records(layout.cell_data(cell_id), eval_split=False)

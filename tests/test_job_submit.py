@@ -30,7 +30,7 @@ import polars as pl
 import pytest
 import yaml
 
-from growthpace.platform.abilities import ABILITIES
+from growthpace.platform.core.abilities import ABILITIES
 
 pytestmark = pytest.mark.integration
 

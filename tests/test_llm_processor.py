@@ -13,10 +13,11 @@ import polars as pl
 import pytest
 import yaml
 
-from growthpace.evaluators.backends import resolve_pipeline
+from growthpace.evaluators.engines import resolve_pipeline
 from growthpace.evaluators.llm_processor import reduce_output, request_rows
 from growthpace.evaluators.requests import plan_requests
-from growthpace.platform.spec import SpecError, load_spec
+from growthpace.platform.core.spec import SpecError
+from growthpace.platform.data.specfile import load_spec
 
 
 # ---------------------------------------------------------------- fast unit tests
@@ -55,10 +56,10 @@ def test_spec_field(tmp_path):
 def test_requests_follow_predict(small_data):
     """One row per generation item, one per perplexity candidate; truncation as the backends do;
     a sampling_params schema without null ints (Ray Data turns those into floats)."""
-    from growthpace.evaluators.scoring import option_letters, question_kind
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.models import train_tokenizer
-    from growthpace.platform.records import read_ood, read_split
+    from growthpace.platform.core.items import option_letters, question_kind
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.train.models import train_tokenizer
+    from growthpace.platform.data.records import read_ood, read_split
 
     recs = [r for rs in read_split(small_data, "1000").values() for r in rs]
     enc = ChatEncoder(train_tokenizer(recs))
@@ -103,7 +104,7 @@ def test_reduce_output_reads_first_step_and_continuation():
 
 
 def _items(small_data):
-    from growthpace.platform.records import read_ood, read_split
+    from growthpace.platform.data.records import read_ood, read_split
 
     items = [r for rs in read_split(small_data, "test").values() for r in rs]
     return items + [r for rs in read_ood(small_data).values() for r in rs]
@@ -119,7 +120,7 @@ def _cpu_back(ray, before: float, timeout: float = 30.0) -> float:
 @pytest.mark.integration
 def test_processor_matches_in_process_backends_and_frees_its_engine(ray_cluster, trained_dir, small_data):
     pytest.importorskip("vllm")
-    from growthpace.evaluators.requests import predict
+    from growthpace.evaluators.backends import predict
     from growthpace.evaluators.llm_processor import engine_actors, predict_with_processor
     from growthpace.evaluators.scoring import score
     from growthpace.evaluators.transformers_backend import TransformersBackend
@@ -158,9 +159,9 @@ def test_processor_matches_in_process_backends_and_frees_its_engine(ray_cluster,
 
 def _storage(folder, small_data, trained_dir):
     """A spec whose first cell has one epoch checkpoint (the trained tiny model): (cells, layout, sets)."""
-    from growthpace.platform.cells import expand
-    from growthpace.platform.data import load_dataset, load_eval_sets
-    from growthpace.platform.storage import Layout, write_json
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.dataset import load_dataset, load_eval_sets
+    from growthpace.platform.store.storage import Layout, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     p = folder / "spec.yaml"
@@ -172,7 +173,7 @@ def _storage(folder, small_data, trained_dir):
     spec = load_spec(p)
     dataset = load_dataset(spec)
     cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     ck = layout.train / cell.cell_id / "checkpoint_000000"
     shutil.copytree(trained_dir, ck / "model")
     (ck / "epoch.json").write_text(json.dumps({"epoch": 1, "train_loss": 1.0}))

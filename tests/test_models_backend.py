@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from growthpace.platform.abilities import ASSISTANT, EOT, USER
-from growthpace.platform.chat import IGNORE, ChatEncoder
-from growthpace.platform.models import PRESETS, count_params, llama_config, train_tokenizer
-from growthpace.platform.records import read_split
+from growthpace.platform.core.abilities import ASSISTANT, EOT, USER
+from growthpace.platform.data.chat import IGNORE, ChatEncoder
+from growthpace.platform.core.presets import PRESETS
+from growthpace.platform.train.models import count_params, llama_config, train_tokenizer
+from growthpace.platform.data.records import read_split
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +116,8 @@ def test_base_model_gains_chat_tokens_shard_by_shard(tmp_path, tied):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from growthpace.platform.models import ensure_base_model
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.train.models import ensure_base_model
+    from growthpace.platform.store.storage import Layout
 
     tok = _plain_tokenizer(tmp_path)
     cfg = llama_config(PRESETS["llama-nano"], len(tok))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from growthpace.platform.chat import IGNORE
-from growthpace.platform.packing import pack_batch, pad_batch, padding_factor, train_tokens
+from growthpace.platform.data.chat import IGNORE
+from growthpace.platform.train.packing import pack_batch, pad_batch, padding_factor, train_tokens
 
 
 def _items(lengths, vocab=200, seed=0):
@@ -75,10 +75,10 @@ def test_packed_tokens_are_the_real_tokens_padding_computes_more():
 
 
 def test_cell_tokens_round_trip_and_match_one_call_per_item(tmp_path, small_data):
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.data import read_cell_tokens, tokens_bytes
-    from growthpace.platform.models import train_tokenizer
-    from growthpace.platform.records import read_split
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.dataset import read_cell_tokens, tokens_bytes
+    from growthpace.platform.train.models import train_tokenizer
+    from growthpace.platform.data.records import read_split
 
     recs = [r for rs in read_split(small_data, "1000").values() for r in rs][:40]
     enc = ChatEncoder(train_tokenizer(recs))

@@ -3,8 +3,9 @@
 import yaml
 
 from growthpace.jobs.report import size_params
-from growthpace.platform.models import PRESETS, VOCAB_SIZE, count_params, describe, llama_config, param_count
-from growthpace.platform.spec import load_spec
+from growthpace.platform.core.presets import PRESETS, VOCAB_SIZE
+from growthpace.platform.train.models import count_params, describe, llama_config, param_count
+from growthpace.platform.data.specfile import load_spec
 
 
 def test_report_counts_a_preset_as_plan_does(tmp_path):

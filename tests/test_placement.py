@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from growthpace.jobs.placement import estimated_cost, longest_first, scaling_config, scoring_remote_args
-from growthpace.platform.allocation import Allocation
-from growthpace.platform.cells import Cell
-from growthpace.platform.spec import EvaluationSpec, ScoringResources
+from growthpace.platform.core.allocation import Allocation
+from growthpace.platform.core.cells import Cell
+from growthpace.platform.core.spec import EvaluationSpec, ScoringResources
 
 TRAINING = {"per_device_batch": 8, "grad_accum": 1, "zero_stage": 2, "precision": "bf16"}
 
@@ -67,7 +67,7 @@ def test_longest_trials_start_first():
 
 def test_scoring_resources_per_model_size():
     from growthpace.jobs.placement import scoring_placement
-    from growthpace.platform.spec import SizeScoring
+    from growthpace.platform.core.spec import SizeScoring
 
     ev = EvaluationSpec(gpus_per_actor=1.0, concurrency=4, resources=ScoringResources(
         custom={"scoring_node": 1}, by_size={"33b": SizeScoring(gpus=2.0, accelerator_type="H200", concurrency=1),

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from growthpace.platform.models import PRESETS, llama_params, param_count, preset_config
+from growthpace.platform.data.dataset import load_pool
+from growthpace.platform.core.presets import PRESETS
+from growthpace.platform.train.models import llama_params, param_count, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,9 +53,9 @@ def test_plan_imports_neither_torch_nor_transformers(tmp_path, small_data):
 def _cells_tokens_as_trained(spec, tmp_path):
     """Per cell id: the input ids training reads (write_cell_tokens with ensure_tokenizer's tokenizer)."""
     from growthpace.jobs.study import prepare
-    from growthpace.platform.data import read_cell_tokens, write_cell_data, write_cell_tokens
-    from growthpace.platform.models import ensure_tokenizer
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.data.dataset import read_cell_tokens, write_cell_data, write_cell_tokens
+    from growthpace.platform.train.models import ensure_tokenizer
+    from growthpace.platform.store.storage import Layout
 
     study = prepare(spec, write=False)
     layout = Layout(tmp_path / "trained")
@@ -68,7 +70,7 @@ def _cells_tokens_as_trained(spec, tmp_path):
 
 def test_plan_counts_the_tokens_training_trains_on(tmp_path, small_data):
     from growthpace.jobs.study import plan_rows, prepare
-    from growthpace.platform.spec import load_spec
+    from growthpace.platform.data.specfile import load_spec
 
     spec = load_spec(_spec(tmp_path, small_data))
     trained, layout = _cells_tokens_as_trained(spec, tmp_path)
@@ -82,13 +84,13 @@ def test_plan_counts_the_tokens_training_trains_on(tmp_path, small_data):
 
 def test_damaged_stored_tokenizer_is_named(tmp_path, small_data):
     from growthpace.jobs.study import prepare
-    from growthpace.platform.data import load_dataset
-    from growthpace.platform.models import tokenizer_key
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout, StoredFileError
+    from growthpace.platform.data.dataset import load_dataset
+    from growthpace.platform.train.models import tokenizer_key
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout, StoredFileError
 
     spec = load_spec(_spec(tmp_path, small_data))
-    f = Layout(spec.storage_path).tokenizer(tokenizer_key(load_dataset(spec).fingerprint)) / "tokenizer.json"
+    f = Layout.for_spec(spec).tokenizer(tokenizer_key(load_dataset(spec).fingerprint)) / "tokenizer.json"
     f.parent.mkdir(parents=True)
     f.write_text("{not json")
     with pytest.raises(StoredFileError, match="tokenizer.json: damaged"):
@@ -97,7 +99,7 @@ def test_damaged_stored_tokenizer_is_named(tmp_path, small_data):
 
 @pytest.mark.parametrize("vocab", [2048, 1900])
 def test_preset_params_by_arithmetic_equal_the_torch_models(vocab):
-    from growthpace.platform.models import count_params, llama_config
+    from growthpace.platform.train.models import count_params, llama_config
 
     for name, preset in PRESETS.items():
         assert llama_params(preset_config(preset, vocab)) == count_params(llama_config(preset, vocab)), name
@@ -106,7 +108,7 @@ def test_preset_params_by_arithmetic_equal_the_torch_models(vocab):
 def test_llama_folder_params_from_config_json(tmp_path):
     from transformers import LlamaConfig
 
-    from growthpace.platform.models import count_params
+    from growthpace.platform.train.models import count_params
 
     shapes = [dict(num_key_value_heads=2, tie_word_embeddings=False),  # GQA, own output head
               dict(num_key_value_heads=4, attention_bias=True, mlp_bias=True, head_dim=24)]
@@ -125,12 +127,11 @@ def test_piecewise_counts_equal_the_tokenizers_own_on_any_text(small_data):
     digits and numerals, Unicode spaces, CJK, emoji)."""
     import random
 
-    from growthpace.platform.allocation import Pool
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.data import Dataset
-    from growthpace.platform.models import train_bpe
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.dataset import Dataset
+    from growthpace.platform.train.models import train_bpe
 
-    pool = Pool.load(small_data, "1000", with_synthetic=True)
+    pool = load_pool(small_data, "1000", with_synthetic=True)
     tok = train_bpe(Dataset(small_data, pool, "x").train_records())
     rng = random.Random(0)
     beyond = ["é", "e\u0301", "中文", "三", "٣", "²", "Ⅻ", "\u00a0", "\u2003", "\u3000", "\u2028", "\x85", "\u200b",
@@ -155,18 +156,18 @@ def test_bpe_trained_from_word_counts_equals_the_one_trained_on_the_text(small_d
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from growthpace.platform.abilities import CHAT_TOKENS
-    from growthpace.platform.allocation import Pool
-    from growthpace.platform.data import Dataset
-    from growthpace.platform.models import VOCAB_SIZE, _corpus, train_bpe
-    from growthpace.platform.records import Record
+    from growthpace.platform.core.abilities import CHAT_TOKENS
+    from growthpace.platform.data.dataset import Dataset
+    from growthpace.platform.core.presets import VOCAB_SIZE
+    from growthpace.platform.train.models import _corpus, train_bpe
+    from growthpace.platform.core.items import Record
 
     rng = random.Random(1)
     alphabet = [chr(i) for i in range(128)] + list(" \t\n'sdtmlrev0123") * 6 + [
         "'s", "<eot>", "é", "e\u0301", "中文", "三", "٣", "²", "\u3000", "\u2028", "\x85", "🙂"]
     odd = [Record("biology", str(i), (("user", "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))),
                                       ("assistant", rng.choice(["A", "B", " the end", "it's"]))), 0) for i in range(3000)]
-    records = Dataset(small_data, Pool.load(small_data, "1000", with_synthetic=True), "x").train_records() + odd
+    records = Dataset(small_data, load_pool(small_data, "1000", with_synthetic=True), "x").train_records() + odd
 
     reference = Tokenizer(models.BPE())
     reference.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -1,5 +1,5 @@
 """`growthpace plan SPEC --json` on a spec whose data is on disk: tokens counted from the items,
-optimizer steps by platform/batching.py, storage by platform/footprint.py, totals the sums."""
+optimizer steps by platform/core/batching.py, storage by platform/core/footprint.py, totals the sums."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def test_plan_json_on_real_data(tmp_path, small_data):
     from typer.testing import CliRunner
 
     from growthpace.cli import app
-    from growthpace.platform.batching import optimizer_steps
-    from growthpace.platform.footprint import checkpoint_footprint
+    from growthpace.platform.core.batching import optimizer_steps
+    from growthpace.platform.core.footprint import checkpoint_footprint
 
     spec = {"name": "p", "storage": str(tmp_path / "store"),
             "models": [{"name": "llama-nano", "size": "s", "resources": {"workers": 2, "gpus_per_worker": 1,

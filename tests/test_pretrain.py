@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from growthpace.platform import pretrain
-from growthpace.platform.batching import steps_per_epoch
-from growthpace.platform.spec import SpecError, load_spec
-from growthpace.platform.storage import Layout
+from growthpace.platform.data.corpus import corpus_problem, documents
+from growthpace.platform.train import pretrain
+from growthpace.platform.core.batching import steps_per_epoch
+from growthpace.platform.core.spec import SpecError
+from growthpace.platform.data.specfile import load_spec
+from growthpace.platform.store.storage import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = "world/test-corpus.txt"
@@ -21,7 +23,7 @@ CORPUS = "world/test-corpus.txt"
 
 def _corpus_text(root: Path, n: int = 200) -> str:
     """Plain-text documents from the training records: a corpus the tests may change."""
-    from growthpace.platform.records import read_split
+    from growthpace.platform.data.records import read_split
 
     recs = [r for rs in read_split(root, "1000").values() for r in rs]
     return "\n".join(" ".join(c for _, c in r.messages).replace("\n", " ") for r in recs[:n]) + "\n"
@@ -95,8 +97,8 @@ def test_train_settings_are_one_epoch_of_the_global_batch():
 
 
 def test_cell_ids_follow_the_pretraining(tmp_path, data_root):
-    from growthpace.platform.cells import expand
-    from growthpace.platform.data import load_dataset
+    from growthpace.platform.core.cells import expand
+    from growthpace.platform.data.dataset import load_dataset
 
     def ids(block):
         spec = load_spec(_spec_file(tmp_path, data_root, block))
@@ -121,7 +123,7 @@ def test_pretrain_workers_default_to_the_models_and_decide_its_trial_and_key(tmp
 
     def job(block):
         spec = load_spec(_spec_file(tmp_path, data_root, block))
-        study = SimpleNamespace(spec=spec, layout=Layout(spec.storage_path), tokenizer_key="tok")
+        study = SimpleNamespace(spec=spec, layout=Layout.for_spec(spec), tokenizer_key="tok")
         return base_jobs(study, {"llama-nano": str(tmp_path / "base" / "llama-nano-raw")})[0]
 
     own, two = job({"corpus": CORPUS, "steps": 5, "batch": 4}), job({"corpus": CORPUS, "steps": 5, "batch": 4, "workers": 2})
@@ -182,7 +184,7 @@ def test_pretrain_through_ray_train_once_and_cells_train_from_it(ray_cluster, tm
     from growthpace.jobs.pretrain import pretrain_bases
     from growthpace.jobs.study import materialise, model_tokenizers, prepare
     from growthpace.jobs.sweep import train_config
-    from growthpace.platform.storage import Layout, read_json
+    from growthpace.platform.store.storage import Layout, read_json
 
     # the default corpus: the generated world (world/world.txt)
     spec = load_spec(_spec_file(tmp_path, data_root, {"steps": 12, "lr": 3e-3, "end_lr": 1e-3, "batch": 4, "block": 64}))
@@ -198,7 +200,7 @@ def test_pretrain_through_ray_train_once_and_cells_train_from_it(ray_cluster, tm
     assert info["last_loss"] < info["first_loss"] - 0.5, info
     assert (base / "model.safetensors").is_file() and (base / "tokenizer.json").is_file()
 
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     tune_runs = sorted(p.name for p in layout.tune.iterdir())
     mtime = (base / "model.safetensors").stat().st_mtime_ns
     again, trained_again = pretrain_bases(study, raw, model_tokenizers(study, raw))
@@ -227,19 +229,19 @@ def test_plan_with_a_pretraining_imports_neither_torch_nor_transformers(tmp_path
 def test_a_corpus_that_is_not_utf8_is_named_with_its_line(tmp_path):
     bad = tmp_path / "c.txt"
     bad.write_bytes(b"fine\nalso fine\n\xff broken\n")
-    assert pretrain.corpus_problem(bad) == f"{bad}:3: not valid UTF-8"
+    assert corpus_problem(bad) == f"{bad}:3: not valid UTF-8"
     bad.write_text("\n  \n")
-    assert "empty" in pretrain.corpus_problem(bad)
+    assert "empty" in corpus_problem(bad)
     bad.write_text("a document\n")
-    assert pretrain.corpus_problem(bad) is None
+    assert corpus_problem(bad) is None
 
 
 def test_tokens_are_the_corpus_once_tokenized_into_the_epoch(tmp_path, data_root):
     from growthpace.jobs.pretrain import base_jobs, write_tokens
     from growthpace.jobs.study import prepare
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.data import read_cell_tokens
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.dataset import read_cell_tokens
+    from growthpace.platform.store.storage import Layout
 
     spec = load_spec(_spec_file(tmp_path, data_root, {"corpus": CORPUS, "steps": 5, "batch": 4, "block": 16}))
     study = prepare(spec, write=False)
@@ -248,6 +250,6 @@ def test_tokens_are_the_corpus_once_tokenized_into_the_epoch(tmp_path, data_root
     examples = read_cell_tokens(write_tokens(Layout(tmp_path / "store"), job, study.tokenizer))
     assert len(examples) == 20 and all(len(ids) == 16 and ids == labels for ids, labels in examples)
     enc = ChatEncoder(study.tokenizer)
-    first = pretrain.documents(data_root / CORPUS)[0]
+    first = documents(data_root / CORPUS)[0]
     stream = [t for ids, _ in examples for t in ids]
     assert stream[: len(enc.text(first)) + 1] == [*enc.text(first), enc.eot]  # documents joined by <eot>

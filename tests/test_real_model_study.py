@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 import yaml
 
-from growthpace.platform.abilities import CHAT_TOKENS
-from growthpace.platform.spec import load_spec
-from growthpace.platform.storage import Layout, read_json
+from growthpace.platform.core.abilities import CHAT_TOKENS
+from growthpace.platform.data.specfile import load_spec
+from growthpace.platform.store.storage import Layout, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,15 @@ def test_real_model_trains_with_zero3_and_both_backends_agree(ray_cluster, small
     import torch
     from safetensors import safe_open
 
-    from growthpace.evaluators.requests import predict
+    from growthpace.evaluators.backends import predict
     from growthpace.evaluators.scoring import score
     from growthpace.evaluators.transformers_backend import TransformersBackend
     from growthpace.jobs.run import run_evaluate, run_sweep
-    from growthpace.platform.data import load_eval_sets
+    from growthpace.platform.data.dataset import load_eval_sets
 
     spec = _spec(tmp_path, small_data, real_model)
     study = run_sweep(spec)
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     (cell,) = study.cells
     assert cell.training["zero_stage"] == 3 and cell.workers == 2
 

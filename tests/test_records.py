@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from growthpace.platform.records import DataError, read_records
+from growthpace.platform.core.items import DataError
+from growthpace.platform.data.records import read_records
 
 
 def _line(**kw) -> dict:
@@ -72,8 +73,8 @@ def test_fast_reader_builds_what_the_line_by_line_reader_builds_or_defers_to_it(
     """read_records takes msgspec's path (_read_fast) when every line passes it and reads the file again
     line by line otherwise: on each of these files the fast path either gives up (None) or returns
     exactly the records, and the line-by-line reader the same records or the error it always named."""
-    from growthpace.platform.abilities import ABILITIES
-    from growthpace.platform.records import TRAIN_TYPES, _read_checked, _read_fast
+    from growthpace.platform.core.abilities import ABILITIES
+    from growthpace.platform.data.records import TRAIN_TYPES, _read_checked, _read_fast
 
     good = json.dumps(_line(idx="g")).encode()
     variants = [

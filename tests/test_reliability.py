@@ -2,13 +2,12 @@
 
 import threading
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from growthpace.platform.storage import Layout, read_json
-from growthpace.platform.tracking import TrackingError, preflight
+from growthpace.platform.store.storage import Layout, read_json
+from growthpace.platform.store.tracking import TrackingError, preflight
 from tests.servers import MlflowServer, free_port
 from tests.test_integration import _spec
 
@@ -28,7 +27,7 @@ def test_server_down_mid_study_then_sync(ray_cluster, small_data, tmp_path):
     server = MlflowServer(tmp_path / "mlflow").start()
     try:
         spec = _spec(tmp_path, small_data, volumes=[10, 30], concurrent=1, tracking_uri=server.uri)
-        layout = Layout(spec.storage_path)
+        layout = Layout.for_spec(spec)
 
         def pull_the_plug():
             while not list(layout.root.glob("cells/*/checkpoints.json")):
@@ -72,7 +71,7 @@ def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data,
     from growthpace.jobs.run import run_sweep
 
     spec = _spec(tmp_path, small_data, volumes=[200], epochs=3)
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     def train_workers():
         for p in psutil.process_iter():
             try:

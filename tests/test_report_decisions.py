@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 import yaml
 
-from growthpace.platform import growth
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.storage import write_json
+from growthpace.platform.analysis import growth
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
+from growthpace.platform.store.storage import write_json
 
 LOCAL = Path(__file__).resolve().parents[1] / "experiments" / "local.yaml"
 
@@ -191,8 +191,8 @@ def test_run_closes_with_the_report_its_findings_and_the_mlflow_command(local_st
     from types import SimpleNamespace
 
     from growthpace.jobs.run import _closing_summary
-    from growthpace.platform.spec import load_spec
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.data.specfile import load_spec
+    from growthpace.platform.store.storage import Layout
 
     spec_path, store = local_study
     if not (store / "report" / "summary.json").exists():

@@ -9,11 +9,12 @@ import pytest
 import yaml
 
 from growthpace.jobs import report
-from growthpace.platform import growth
-from growthpace.platform import page as html_page
-from growthpace.platform.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.spec import Mix, load_spec
-from growthpace.platform.storage import write_json
+from growthpace.platform.analysis import growth
+from growthpace.platform.report import page as html_page
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
+from growthpace.platform.core.spec import Mix
+from growthpace.platform.data.specfile import load_spec
+from growthpace.platform.store.storage import write_json
 
 SIZES = {"0.2M": 0.0, "1.6M": 10.0}  # the larger model's ceiling is 10 points higher
 VOLUMES = [10, 40, 160, 640]
@@ -144,8 +145,8 @@ def test_mlflow_series_and_tracking(study, tmp_path):
              and r["source"] == "curated" and r["volume"] == 640))
     assert "pace/code/range_gain_per_doubling" in series and "pace/1.6M/code/ceiling" in series
 
-    from growthpace.platform.storage import Layout
-    from growthpace.platform.tracking import StudyTracker
+    from growthpace.platform.store.storage import Layout
+    from growthpace.platform.store.tracking import StudyTracker
 
     tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "t", Layout(tmp_path))
     run = tracker.parent("t", {})

@@ -3,9 +3,9 @@ hand-made summaries where each finding is known to hold, or known not to."""
 
 import pytest
 
-from growthpace.platform.abilities import ABILITIES
-from growthpace.platform.analysis import findings
-from growthpace.platform.page import console_lines, headline_sentences
+from growthpace.platform.core.abilities import ABILITIES
+from growthpace.platform.analysis.summary import findings
+from growthpace.platform.report.page import console_lines, headline_sentences
 
 # Labels that sort the wrong way as text: the largest size is "10M" by its parameter count.
 PARAMS = {"9M": 9e6, "10M": 1e7}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from growthpace.evaluators.requests import Reply, by_limit, plan_requests
-from growthpace.evaluators.scoring import max_new_tokens, question_kind
-from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.records import Record
+from growthpace.evaluators.scoring import max_new_tokens
+from growthpace.platform.core.items import question_kind
+from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.core.items import Record
 
 SIX = Record("biology", "6", (("user", "哪个是细胞器？\nA. 水\nB. 核糖体\nC. 盐\nD. 糖\nE. 油\nF. 光"), ("assistant", "B")), 0)
 FOUR = Record("biology", "4", (("user", "哪个是器官？\nA. 心脏\nB. 水\nC. 盐\nD. 糖"), ("assistant", "A")), 0)
@@ -17,7 +18,7 @@ RANK = Record("code", "r", (("user", "写一个函数"), ("assistant", "def f():
 
 @pytest.fixture(scope="module")
 def enc():
-    from growthpace.platform.models import train_tokenizer
+    from growthpace.platform.train.models import train_tokenizer
 
     return ChatEncoder(train_tokenizer([SIX, FOUR, MATH, RANK]))
 

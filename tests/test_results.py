@@ -8,10 +8,10 @@ from growthpace.evaluators.results import (
     eval_set_hash, flatten_sets, prediction_rows, rescore, result_key, store, stored_key,
 )
 from growthpace.evaluators.scoring import Prediction
-from growthpace.platform.allocation import Allocation
-from growthpace.platform.cells import Cell
-from growthpace.platform.records import Record
-from growthpace.platform.storage import Layout, read_json
+from growthpace.platform.core.allocation import Allocation
+from growthpace.platform.core.cells import Cell
+from growthpace.platform.core.items import Record
+from growthpace.platform.store.storage import Layout, read_json
 
 FOUR = Record("biology", "4", (("user", "哪个是器官？\nA. 心脏\nB. 水\nC. 盐\nD. 糖"), ("assistant", "A")), 0)
 RANK = Record("code", "r", (("user", "写一个函数"), ("assistant", "def f(): pass")), 1, ("def f(): pass", "no", "maybe"))
@@ -45,8 +45,8 @@ def test_rescore_refuses_an_item_put_another_way_since_it_was_predicted_and_rewr
 
     import pytest
 
-    from growthpace.evaluators.formulation import to_cloze
-    from growthpace.platform.storage import StoredFileError
+    from growthpace.platform.core.formulation import to_cloze
+    from growthpace.platform.store.storage import StoredFileError
 
     layout = Layout(tmp_path / "store")
     cell = Cell(cell_id="c0ffee0004", study="t", model="llama-nano", size="s", source="curated", volume=10, mix=None,

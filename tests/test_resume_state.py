@@ -4,7 +4,7 @@
 def test_dropping_resume_state_keeps_the_weights(tmp_path):
     import pyarrow.fs
 
-    from growthpace.platform.train import RESUME_STATE, drop_resume_state_at
+    from growthpace.platform.train.train import RESUME_STATE, drop_resume_state_at
 
     ck = tmp_path / "checkpoint_x"
     (ck / RESUME_STATE / "state").mkdir(parents=True)

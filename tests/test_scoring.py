@@ -22,27 +22,9 @@ from growthpace.evaluators.math_answer import (
     normalize_math,
 )
 from growthpace.evaluators.math_verify_worker import HAVE_MATH_VERIFY, MathVerifyWorker, math_verify_equivalent
-from growthpace.evaluators.scoring import (
-    ALL_OPTION_LETTERS,
-    DIFFERENCES,
-    KINDS,
-    REGISTRY,
-    SCORER_VERSION,
-    Prediction,
-    Verdict,
-    argmax_letter,
-    expected_score,
-    math_equivalent,
-    max_new_tokens,
-    n_options,
-    needs,
-    option_letters,
-    parse_letter_set,
-    parse_true_false,
-    question_kind,
-    score,
-)
-from growthpace.platform.records import Record
+from growthpace.platform.core.items import (ALL_OPTION_LETTERS, KINDS, n_options, option_letters, parse_letter_set, question_kind)
+from growthpace.evaluators.scoring import (DIFFERENCES, Prediction, REGISTRY, SCORER_VERSION, Verdict, argmax_letter, expected_score, math_equivalent, max_new_tokens, needs, parse_true_false, score)
+from growthpace.platform.core.items import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_sympy = pytest.mark.skipif(not HAVE_SYMPY, reason="sympy not installed")

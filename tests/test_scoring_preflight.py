@@ -50,7 +50,8 @@ def test_gpu_scoring_without_vllm_stops_before_anything_is_written(tmp_path, sma
 
 def test_preflight_passes_on_cpu_scoring_or_an_explicit_transformers_backend(tmp_path, small_data, monkeypatch):
     from growthpace.jobs.study import check_scoring_backend
-    from growthpace.platform.spec import SpecError, load_spec
+    from growthpace.platform.core.spec import SpecError
+    from growthpace.platform.data.specfile import load_spec
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     (tmp_path / "a").mkdir()

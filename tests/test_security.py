@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from growthpace.platform.allocation import Allocation
-from growthpace.platform.cells import Cell
-from growthpace.platform.spec import Spec, SpecError, load_spec
-from growthpace.platform.storage import Layout, PathError, safe_name, write_json
-from growthpace.platform.tracking import REDACTED, StudyTracker, is_secret, redact, redact_text
+from growthpace.platform.store.storage import storage_root
+from growthpace.platform.core.allocation import Allocation
+from growthpace.platform.core.cells import Cell
+from growthpace.platform.core.spec import Spec, SpecError
+from growthpace.platform.data.specfile import load_spec
+from growthpace.platform.store.storage import Layout, write_json
+from growthpace.platform.core.paths import PathError, safe_name
+from growthpace.platform.core.redaction import REDACTED, is_secret, redact, redact_text
+from growthpace.platform.store.tracking import StudyTracker
 
 REPO = Path(__file__).resolve().parents[1]
 SECRETS = ["hunter2-hf", "hunter2-api", "hunter2-pw", "hunter2-aws", "hunter2-url", "hunter2-env"]
@@ -177,8 +181,8 @@ def test_study_json_is_redacted(tmp_path, monkeypatch):
     spec = _spec(tmp_path, ray={"env_vars": {"HF_TOKEN": SECRETS[0], "NCCL_DEBUG": "WARN"}},
                  tracking={"uri": f"http://alice:{SECRETS[4]}@mlflow:5000"})
     monkeypatch.setattr(study, "ensure_base_model", lambda *a, **k: tmp_path / "base")
-    study.materialise(study.Study(spec, Layout(spec.storage_path), None, [], None, None))
-    text = (spec.storage_path / "study.json").read_text()
+    study.materialise(study.Study(spec, Layout.for_spec(spec), None, [], None, None))
+    text = (storage_root(spec.storage) / "study.json").read_text()
     assert not any(s in text for s in SECRETS), text
     dumped = json.loads(text)
     assert dumped["ray"]["env_vars"] == {"HF_TOKEN": REDACTED, "NCCL_DEBUG": "WARN"}

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from growthpace.platform.selection import best_epoch_overall, best_epoch_per_ability, best_valid_epoch
+from growthpace.platform.core.selection import best_epoch_overall, best_epoch_per_ability, best_valid_epoch
 
 
 def _scores(valid: dict[str, list[float]], epochs: int = 4, cell: str = "c") -> pl.DataFrame:

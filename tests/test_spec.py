@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from growthpace.platform.spec import SpecError, load_spec
+from growthpace.platform.core.spec import SpecError
+from growthpace.platform.data.specfile import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from growthpace.platform import storage
-from growthpace.platform.storage import Layout, Location, PathError, as_location, localize, read_json, write_json
+from growthpace.platform.store import storage
+from growthpace.platform.store.storage import Layout, Location, as_location, localize, read_json, write_json
+from growthpace.platform.core.paths import PathError
 
 from .servers import S3Server
 
@@ -137,7 +138,7 @@ def _safetensors(tmp_path) -> bytes:
 
 
 def test_safetensors_header_check_reads_no_weights(root, tmp_path):
-    from growthpace.platform.checkpoints import safetensors_problem
+    from growthpace.platform.store.checkpoints import safetensors_problem
 
     good = _safetensors(tmp_path)
     storage.write_bytes(root / "good.safetensors", good)
@@ -152,8 +153,8 @@ def test_safetensors_header_check_reads_no_weights(root, tmp_path):
 
 def test_checkpoint_checks_and_hash_in_the_store(root, tmp_path):
     """The evaluate pre-flight and the content key work on a checkpoint that lives in the store."""
-    from growthpace.platform.checkpoints import check_checkpoint, checkpoint_hash
-    from growthpace.platform.storage import CheckpointError
+    from growthpace.platform.store.checkpoints import check_checkpoint, checkpoint_hash
+    from growthpace.platform.store.storage import CheckpointError
 
     ck = root / "checkpoint_000001"
     storage.write_bytes(ck / "model" / "model.safetensors", _safetensors(tmp_path))
@@ -173,7 +174,7 @@ def test_checkpoint_checks_and_hash_in_the_store(root, tmp_path):
 def test_checkpoint_hash_memo_rereads_nothing_once_weights_settled(tmp_path, monkeypatch):
     import time
 
-    from growthpace.platform import checkpoints
+    from growthpace.platform.store import checkpoints
 
     monkeypatch.setenv("GROWTHPACE_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "ck" / "model"

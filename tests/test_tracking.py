@@ -1,5 +1,5 @@
-from growthpace.platform.storage import Layout
-from growthpace.platform.tracking import EXPERIMENT_KIND, MODEL_TRAINING, StudyTracker
+from growthpace.platform.store.storage import Layout
+from growthpace.platform.store.tracking import EXPERIMENT_KIND, MODEL_TRAINING, StudyTracker
 
 
 def test_study_experiment_opens_as_model_training_and_keeps_artifacts_with_the_study(tmp_path, monkeypatch):

@@ -28,9 +28,10 @@ def process_group():
 def cell(small_data, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.models import PRESETS, llama_config, train_tokenizer
-    from growthpace.platform.records import read_split
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.core.presets import PRESETS
+    from growthpace.platform.train.models import llama_config, train_tokenizer
+    from growthpace.platform.data.records import read_split
 
     recs = [r for rs in read_split(small_data, "1000").values() for r in rs]
     tok = train_tokenizer(recs)
@@ -46,7 +47,7 @@ def cell(small_data, tmp_path_factory):
 
 
 def _weights(training):
-    from growthpace.platform.train import consolidate_to_rank0
+    from growthpace.platform.train.train import consolidate_to_rank0
 
     if training.config["zero_stage"] == 3:
         return consolidate_to_rank0(training.engine.module, 0, 1)
@@ -55,7 +56,7 @@ def _weights(training):
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_resumed_run_equals_uninterrupted_with_accumulation(process_group, cell, tmp_path, zero_stage):
-    from growthpace.platform.train import CellTraining
+    from growthpace.platform.train.train import CellTraining
 
     config, examples = cell
     config = {**config, "zero_stage": zero_stage}

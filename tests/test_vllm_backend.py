@@ -3,10 +3,11 @@ and of every verdict. Runs for real; skipped only where vLLM is not installed.""
 
 import pytest
 
-from growthpace.evaluators.requests import Continuation, predict
+from growthpace.evaluators.requests import Continuation
+from growthpace.evaluators.backends import predict
 from growthpace.evaluators.scoring import score
-from growthpace.platform.data import load_eval_sets  # noqa: F401  (import check)
-from growthpace.platform.records import read_ood, read_split
+from growthpace.platform.data.dataset import load_eval_sets  # noqa: F401  (import check)
+from growthpace.platform.data.records import read_ood, read_split
 
 pytest.importorskip("vllm")
 
@@ -50,7 +51,7 @@ def test_same_verdict_on_every_item(backends, small_data):
 
 
 def test_same_ranking_under_the_cloze_formulation_sets_included(backends, small_data):
-    from growthpace.evaluators.formulation import formulate
+    from growthpace.platform.core.formulation import formulate
 
     v, t = backends
     items = [formulate(r, "cloze") for rs in read_split(small_data, "test").values() for r in rs]

@@ -21,7 +21,7 @@ def _rank(rank: int, world: int, port: int, base: str, out: str) -> None:
     from transformers import AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
-    from growthpace.platform.train import consolidate_to_rank0, deepspeed_config
+    from growthpace.platform.train.train import consolidate_to_rank0, deepspeed_config
 
     deepspeed.init_distributed()
     cfg = {"per_device_batch": 1, "grad_accum": 1, "zero_stage": 3, "precision": "bf16"}

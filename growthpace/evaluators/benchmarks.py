@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from growthpace.evaluators.scoring import ALL_OPTION_LETTERS
-from growthpace.platform.records import DataError, Record
+from growthpace.platform.core.items import ALL_OPTION_LETTERS
+from growthpace.platform.core.items import DataError, Record
 
 BENCHMARKS: tuple[str, ...] = ("cmmlu", "agieval")
 CMMLU_HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]

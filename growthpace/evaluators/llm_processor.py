@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Sequence
 
 from growthpace.evaluators.backends import Backend
-from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan, predict
+from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan
+from growthpace.evaluators.backends import predict
 from growthpace.evaluators.scoring import Prediction
 from growthpace.evaluators.vllm_backend import engine_args, engine_env, sampling
-from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.checkpoints import checkpoint_dtype
-from growthpace.platform.records import Record
+from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.store.checkpoints import checkpoint_dtype
+from growthpace.platform.core.items import Record
 
 # Ray Data's name for the engine stage's actors (MapWorker(MapBatches(vLLMEngineStageUDF))).
 ENGINE_ACTOR_MARK = "vLLMEngineStageUDF"

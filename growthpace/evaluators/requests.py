@@ -19,14 +19,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, option_letters, question_kind
-from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.records import Record
-
-if TYPE_CHECKING:
-    from growthpace.evaluators.backends import Backend
+from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs
+from growthpace.platform.core.items import option_letters, question_kind
+from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.core.items import Record
 
 NO_LIMIT = 10**9
 
@@ -124,8 +122,3 @@ def plan_requests(enc: ChatEncoder, records: Sequence[Record], limits: dict[str,
         gens.append(Generation(i, prompt[-(max_length - steps) :], steps, limit > 0, letters, ids[letters]))
     gens.sort(key=lambda g: (g.max_tokens, g.reply, len(g.letters), g.item))
     return RequestPlan(len(records), enc, gens, conts)
-
-
-def predict(backend: Backend, records: Sequence[Record], limits: dict[str, int] | None = None) -> list[Prediction]:
-    """What one loaded checkpoint says to every record; ``limits`` caps generation per question kind."""
-    return backend.answer(plan_requests(backend.enc, records, limits, backend.max_length))

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from growthpace.evaluators.scoring import REGISTRY, SCORER_VERSION, Prediction, question_kind, score
-from growthpace.platform.cells import Cell
-from growthpace.platform.checkpoints import check_checkpoint, checkpoint_hash, checkpoint_list
-from growthpace.platform.records import Record
-from growthpace.platform.storage import (
-    Layout, StoredFileError, read_json, read_parquet, rebuild_hint, stable_hash, write_json, write_parquet,
-)
+from growthpace.evaluators.scoring import Prediction, REGISTRY, SCORER_VERSION, score
+from growthpace.platform.core.items import question_kind
+from growthpace.platform.core.cells import Cell
+from growthpace.platform.store.checkpoints import check_checkpoint, checkpoint_hash, checkpoint_list
+from growthpace.platform.core.items import Record
+from growthpace.platform.store.storage import (Layout, StoredFileError, read_json, read_parquet, rebuild_hint, write_json, write_parquet)
+from growthpace.platform.core.identity import stable_hash
 
 EvalSets = dict[tuple[str, str], list[Record]]  # (split, ability) -> records
 PREDICTION_COLUMNS = [

@@ -30,7 +30,8 @@ from typing import Callable
 from growthpace.evaluators import math_answer, math_verify_worker
 from growthpace.evaluators.math_answer import clean_answer, extract_math_answer, math_equivalent_rules
 from growthpace.evaluators.math_verify_worker import math_verify_equivalent
-from growthpace.platform.records import Record
+from growthpace.platform.core.items import (FALSE_WORDS, GOLD_LETTERS, KINDS, TRUE_WORDS, Record, gold_truth, n_options,
+                                            option_letters, parse_letter_set, question_kind)
 
 # Bump the leading number whenever a rule changes: results are cached by this string, and
 # `growthpace rescore` re-applies the scorers to every stored prediction whose version differs.
@@ -40,11 +41,6 @@ SCORER_VERSION = (
     + ("+sympy" if math_answer.HAVE_SYMPY else "")
 )
 
-KINDS: tuple[str, ...] = ("choice", "true_false", "cloze", "perplexity", "math", "multi_select")
-
-ALL_OPTION_LETTERS = "ABCDEFGH"
-GOLD_LETTERS = "ABCD"  # a gold answer that is one of these makes a history/chinese item a choice item
-DEFAULT_N_OPTIONS = 4
 
 
 @dataclass(frozen=True)
@@ -149,68 +145,6 @@ DIFFERENCES: tuple[Difference, ...] = (
 # ---------------------------------------------------------------------------------------------
 # Question kind and option letters
 # ---------------------------------------------------------------------------------------------
-
-TRUE_WORDS = ("正确", "对", "T", "√", "V")
-FALSE_WORDS = ("错误", "错", "F", "×", "X")
-
-
-def gold_truth(gold: str) -> bool | None:
-    g = gold.strip()
-    return True if g in TRUE_WORDS else False if g in FALSE_WORDS else None
-
-
-def question_kind(record: Record) -> str:
-    """The kind of an item, from its type and its gold answer (STUDY_FACTS: never the gold alone).
-
-    A history item whose gold is neither a letter nor a true/false word is a data error."""
-    if record.question_format == 1:
-        return "perplexity"
-    if record.type == "math":
-        return "math"
-    if record.type == "ethics":
-        return "multi_select"
-    letter_gold = record.gold.strip() in GOLD_LETTERS and len(record.gold.strip()) == 1
-    if record.type == "chinese":
-        return "choice" if letter_gold else "cloze"
-    if record.type == "history" and not letter_gold:
-        if gold_truth(record.gold) is None:
-            raise ValueError(
-                f"{record.key}: field 'messages': a history item's gold must be a letter A-D or one of "
-                f"{'/'.join(TRUE_WORDS + FALSE_WORDS)}, got {record.gold!r}"
-            )
-        return "true_false"
-    return "choice"
-
-
-# An option line starts (after indentation) with "A. ", "A.", "A．", "A、", "A)", "A）", "(A)" or "（A）".
-# Colons are deliberately not option markers: dialogues use "A：" as speaker labels.
-OPTION_LINE = re.compile(r"^[ \t\u3000]*(?:[(（][ \t]*([A-H])[ \t]*[)）]|([A-H])[ \t]*[.．、)）])", re.M)
-
-
-def _last_user_turn(record: Record) -> str:
-    for role, content in reversed(record.prompt):
-        if role == "user":
-            return content
-    return ""
-
-
-def n_options(record: Record) -> int:
-    """Number of options of a choice item: one per entry of ``choices`` where a format-0 item lists
-    its option texts there (the benchmark loaders), else the longest run A, B, C, ... of option lines
-    in the last user turn; fewer than two (options written inline) gives the default, 4."""
-    if record.question_format == 0 and record.choices:
-        return min(len(record.choices), len(ALL_OPTION_LETTERS))
-    found = {a or b for a, b in OPTION_LINE.findall(_last_user_turn(record))}
-    n = 0
-    while n < len(ALL_OPTION_LETTERS) and ALL_OPTION_LETTERS[n] in found:
-        n += 1
-    return n if n >= 2 else DEFAULT_N_OPTIONS
-
-
-def option_letters(record: Record) -> str:
-    """The item's option letters, "ABCD" for a 4-way item; what a backend reads log-probs for."""
-    return ALL_OPTION_LETTERS[: n_options(record)]
-
 
 # ---------------------------------------------------------------------------------------------
 # choice
@@ -320,23 +254,6 @@ def _expected_perplexity(record: Record) -> float:
 # ---------------------------------------------------------------------------------------------
 # multi_select
 # ---------------------------------------------------------------------------------------------
-
-# The letters the study reads on the last line: every capital A-F, wherever it stands (so E or F,
-# not options of a 4-option item, make the set differ; other capitals are not read).
-_SELECT_LETTER = re.compile(r"[A-F]")
-
-
-def _last_nonempty_line(text: str) -> str:
-    for line in reversed(text.split("\n")):
-        if line.strip():
-            return line
-    return ""
-
-
-def parse_letter_set(text: str) -> frozenset[str]:
-    """The capital letters A-F on the last non-empty line of the text."""
-    return frozenset(_SELECT_LETTER.findall(_last_nonempty_line(text)))
-
 
 def _score_multi_select(record: Record, prediction: Prediction) -> tuple[str, bool]:
     parsed = parse_letter_set(prediction.text)

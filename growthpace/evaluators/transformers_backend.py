@@ -16,8 +16,8 @@ import torch
 
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
-from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.checkpoints import checkpoint_dtype
+from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.store.checkpoints import checkpoint_dtype
 
 
 def placement(model_dir: str | Path, cuda: bool) -> tuple[torch.device, torch.dtype]:

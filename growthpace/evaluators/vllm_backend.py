@@ -20,9 +20,9 @@ from typing import Sequence
 
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
-from growthpace.evaluators.scoring import ALL_OPTION_LETTERS
-from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.checkpoints import checkpoint_dtype
+from growthpace.platform.core.items import ALL_OPTION_LETTERS
+from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.store.checkpoints import checkpoint_dtype
 
 # Set before vllm is imported (on CPU only), here and in ray.data.llm's engine actors: no dynamo
 # compile, files inside the work folder, a small CPU KV cache.

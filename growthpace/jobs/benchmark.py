@@ -16,9 +16,9 @@ import polars as pl
 
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.benchmarks import LIMITS, Setting, eval_sets, load_settings, metric_name
-from growthpace.evaluators.requests import predict
+from growthpace.evaluators.backends import predict
 from growthpace.evaluators.results import flatten_sets, prediction_rows
-from growthpace.platform.records import DataError
+from growthpace.platform.core.items import DataError
 
 
 def score_settings(backend: Backend, settings: list[Setting]) -> list[dict[str, Any]]:
@@ -48,10 +48,10 @@ def log_to_cell(spec, cell_id: str, epoch: int, rows: list[dict[str, Any]]) -> t
     The run id is read from <storage>/cells/<cell_id>/mlflow.json. Returns (run id, logged): MLflow
     is best effort (``CellRun`` warns once when the server fails), so False means "not logged".
     """
-    from growthpace.platform import tracking
-    from growthpace.platform.storage import Layout, read_json
+    from growthpace.platform.store import tracking
+    from growthpace.platform.store.storage import Layout, read_json
 
-    path = Layout(spec.storage_path).cell_run(cell_id)
+    path = Layout.for_spec(spec).cell_run(cell_id)
     if not path.is_file():
         raise DataError(f"{path}: no MLflow run recorded for cell {cell_id!r} (field 'cell': is the id right?)")
     run_id = read_json(path)["run_id"]
@@ -63,7 +63,7 @@ def log_to_cell(spec, cell_id: str, epoch: int, rows: list[dict[str, Any]]) -> t
 def run_benchmark(model: Path, sources: dict[str, Path], shots: Sequence[int], *, backend: str = "transformers",
                   batch_size: int = 32) -> tuple[str, list[dict[str, Any]]]:
     """(backend used, one row per setting); every file is read and checked before the model loads."""
-    from growthpace.evaluators.backends import load, resolve
+    from growthpace.evaluators.engines import load, resolve
 
     settings = load_settings(sources, shots)
     name = resolve(backend)[0] if backend == "auto" else backend

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from growthpace.platform.spec import Spec
+from growthpace.platform.core.spec import Spec
 
 # Ray Train's controller polls workers this often; its default (2 s) dominates tiny local runs.
 _WORKER_ENV = {
@@ -120,7 +120,7 @@ def capacity():
     import ray
     from ray._private import state
 
-    from growthpace.platform.capacity import NodeType
+    from growthpace.platform.core.capacity import NodeType
 
     present = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
     config = state.state.get_cluster_config()

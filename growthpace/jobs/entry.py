@@ -1,7 +1,7 @@
 """Running a job on a spec: one error naming file:line or the field, exit code 2, for bad input.
 
-`python -m growthpace <command> SPEC` (growthpace/cli.py) and the module paths jobs were submitted
-with before it (`python -m growthpace.jobs.run SPEC`, and sweep, evaluate, report) both come here.
+`python -m growthpace <command> SPEC` (growthpace/cli.py) comes here; the module paths jobs were
+submitted with before it (`python -m growthpace.jobs.run SPEC`, and sweep, evaluate, report) go to it.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ def _err():
 
 
 def input_errors() -> tuple[type[Exception], ...]:
-    from growthpace.platform.allocation import AllocationError
-    from growthpace.platform.capacity import CapacityError
-    from growthpace.platform.models import ModelError
-    from growthpace.platform.records import DataError
-    from growthpace.platform.spec import SpecError
-    from growthpace.platform.storage import CheckpointError, PathError, StoredFileError
-    from growthpace.platform.tracking import TrackingError
+    from growthpace.platform.core.allocation import AllocationError
+    from growthpace.platform.core.capacity import CapacityError
+    from growthpace.platform.train.models import ModelError
+    from growthpace.platform.core.items import DataError
+    from growthpace.platform.core.spec import SpecError
+    from growthpace.platform.store.storage import CheckpointError, StoredFileError
+    from growthpace.platform.core.paths import PathError
+    from growthpace.platform.store.tracking import TrackingError
 
     return (SpecError, DataError, AllocationError, ModelError, FileNotFoundError, FileExistsError, TrackingError,
             CheckpointError, PathError, StoredFileError, CapacityError)
@@ -43,7 +44,7 @@ def _path_error(e: OSError) -> str:
 
 def guard(fn: Callable[[], Any]) -> Any:
     """``fn()``; bad input is printed as one error and ends the process with exit code 2."""
-    from growthpace.jobs.sweep import SweepError
+    from growthpace.jobs.errors import SweepError
 
     try:
         return fn()
@@ -64,16 +65,16 @@ def guard(fn: Callable[[], Any]) -> Any:
 
 
 def load_spec(path: Path):
-    from growthpace.platform.spec import load_spec as load
+    from growthpace.platform.data.specfile import load_spec as load
 
     return guard(lambda: load(path))
 
 
-def run_job(job: Callable[[Any], Any], argv: list[str] | None = None) -> None:
-    """`python -m growthpace.jobs.<job> SPEC`: ``job(spec)``."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0].startswith("-"):
-        _err().print(f"usage: python -m growthpace <command> SPEC (got {' '.join(args) or 'no arguments'})")
-        raise SystemExit(2)
-    spec = load_spec(Path(args[0]))
-    guard(lambda: job(spec))
+def as_command(command: str) -> None:
+    """`python -m growthpace.jobs.<module> SPEC`, the module paths jobs were submitted with before the CLI,
+    run as `python -m growthpace <command> SPEC`. The CLI is reached by its package name, not imported:
+    the job modules sit below it and import nothing of it."""
+    import runpy
+
+    sys.argv[1:1] = [command]
+    runpy.run_module("growthpace", run_name="__main__", alter_sys=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from growthpace.evaluators import formulation
+from growthpace.platform.core import formulation
 from growthpace.evaluators.results import (
     ROW_COLUMNS,
     EvalSets,
@@ -40,10 +40,10 @@ from growthpace.evaluators.results import (
     store,
 )
 from growthpace.jobs.progress import active, console, scoring_progress
-from growthpace.platform.cells import Cell
-from growthpace.platform.checkpoints import checkpoint_list, model_dir, remove_weights
-from growthpace.platform.selection import best_valid_epoch
-from growthpace.platform.storage import Layout, as_location, localize
+from growthpace.platform.core.cells import Cell
+from growthpace.platform.store.checkpoints import checkpoint_list, model_dir, remove_weights
+from growthpace.platform.core.selection import best_valid_epoch
+from growthpace.platform.store.storage import Layout, as_location, localize
 
 
 
@@ -63,8 +63,8 @@ class CheckpointScorer:
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from growthpace.evaluators.backends import warm
-        from growthpace.evaluators.requests import predict
+        from growthpace.evaluators.engines import warm
+        from growthpace.evaluators.backends import predict
 
         torch.set_num_threads(1)
         keys, flat = flatten_sets(self.sets)
@@ -154,7 +154,7 @@ def score_with_processor(
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from growthpace.evaluators.llm_processor import ProcessorBackend
-    from growthpace.evaluators.requests import predict
+    from growthpace.evaluators.backends import predict
 
     keys, flat = flatten_sets(sets)
     for ck in todo:
@@ -181,7 +181,7 @@ def score_with_processor(
 
 def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | None) -> list[str]:
     """Delete checkpoint weights after scoring: keep `all`, the `best` validation epoch
-    (platform/selection.py), or `none`."""
+    (platform/core/selection.py), or `none`."""
     if policy == "all":
         return []
     removed = []
@@ -206,11 +206,11 @@ class Scoring:
     """Scores what is trained: once (`evaluate`), or in a loop beside a running sweep (streaming)."""
 
     def __init__(self, spec, study):
-        from growthpace.evaluators.backends import resolve, resolve_pipeline
+        from growthpace.evaluators.engines import resolve, resolve_pipeline
         from growthpace.jobs.placement import scoring_placement
         from growthpace.jobs.study import tracker_for
-        from growthpace.platform.data import load_eval_sets
-        from growthpace.platform.models import describe
+        from growthpace.platform.data.dataset import load_eval_sets
+        from growthpace.platform.train.models import describe
 
         self.spec, self.study = spec, study
         self.tracker, _, self.run_ids = tracker_for(study)
@@ -306,7 +306,7 @@ def run_evaluate(spec, study=None) -> pl.DataFrame:
 def run_rescore(spec) -> int:
     """Re-apply the current scorers to every stored prediction; print how many verdicts changed."""
     from growthpace.jobs.study import prepare
-    from growthpace.platform.data import load_eval_sets
+    from growthpace.platform.data.dataset import load_eval_sets
 
     study = prepare(spec, write=True)
     done = rescore(study.cells, study.layout, load_eval_sets(spec), spec.evaluation.max_new_tokens)
@@ -318,6 +318,6 @@ def run_rescore(spec) -> int:
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace evaluate`
-    from growthpace.jobs.entry import run_job
+    from growthpace.jobs.entry import as_command
 
-    run_job(run_evaluate)
+    as_command("evaluate")

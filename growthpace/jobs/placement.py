@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from growthpace.platform.batching import global_batch, optimizer_steps
-from growthpace.platform.cells import Cell
+from growthpace.platform.core.batching import global_batch, optimizer_steps
+from growthpace.platform.core.cells import Cell
 
 
 def scaling_config(cell: Cell):

@@ -2,10 +2,10 @@
 
 The cells' path (jobs/sweep.py): Ray Tune schedules one trial per base to pre-train, at most
 training.max_concurrent_trials at once; each trial is a small driver that runs a Ray Train TorchTrainer
-(DeepSpeed with the model's zero_stage and precision, gloo on CPU) over platform/train.py pretrain_base,
+(DeepSpeed with the model's zero_stage and precision, gloo on CPU) over platform/train/train.py pretrain_base,
 then moves the run's one checkpoint (HF weights + tokenizer) into base/<key> with pretrain.json, whole
 (models._save_atomic). That folder is the marker: a rerun with the same inputs starts no trial, and a
-killed run leaves no folder (platform/pretrain.py: what the key hashes).
+killed run leaves no folder (platform/train/pretrain.py: what the key hashes).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from growthpace.platform import pretrain
-from growthpace.platform.cells import pretrain_settings
-from growthpace.platform.models import PRESETS
-from growthpace.platform.spec import SpecError
-from growthpace.platform.storage import Layout, StoragePath, as_location, file_sha256, stable_hash
+from growthpace.platform.data.corpus import corpus_path, documents
+from growthpace.platform.train import pretrain
+from growthpace.platform.core.cells import pretrain_settings
+from growthpace.platform.core.presets import PRESETS
+from growthpace.platform.core.spec import SpecError
+from growthpace.platform.store.storage import Layout, StoragePath, as_location, file_sha256
+from growthpace.platform.core.identity import stable_hash
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,14 @@ class BaseJob:
 
 
 def base_jobs(study, raw_bases: dict[str, StoragePath]) -> list[BaseJob]:
-    """The pre-trainings the spec asks for, each keyed by its inputs (platform/pretrain.py pretrained_key)."""
+    """The pre-trainings the spec asks for, each keyed by its inputs (platform/train/pretrain.py pretrained_key)."""
     spec, layout = study.spec, study.layout
     jobs = []
     for i, m in enumerate(spec.models):
         if m.pretrain is None:
             continue
         settings = pretrain_settings(spec, m)
-        corpus = pretrain.corpus_path(spec.data_root, m.pretrain)
+        corpus = corpus_path(spec.data_root, m.pretrain)
         raw_key = as_location(raw_bases[m.name]).name  # base/<model_key>
         key = pretrain.pretrained_key(raw_key, file_sha256(corpus), settings,
                                       study.tokenizer_key if m.name in PRESETS else None)
@@ -61,15 +63,15 @@ def base_jobs(study, raw_bases: dict[str, StoragePath]) -> list[BaseJob]:
 
 def write_tokens(layout: Layout, job: BaseJob, tokenizer) -> StoragePath:
     """The corpus tokenized once, by this driver, with the base's tokenizer: the one epoch's sequences."""
-    from growthpace.platform.chat import ChatEncoder
-    from growthpace.platform.data import tokens_bytes
-    from growthpace.platform.storage import write_bytes
+    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.dataset import tokens_bytes
+    from growthpace.platform.store.storage import write_bytes
 
     path = layout.pretrain_tokens(job.key)
     if path.exists():
         return path
     enc = ChatEncoder(tokenizer)
-    sequences = pretrain.blocks(enc.texts(pretrain.documents(Path(job.corpus))), enc.eot, job.settings["block"])
+    sequences = pretrain.blocks(enc.texts(documents(Path(job.corpus))), enc.eot, job.settings["block"])
     try:
         examples = pretrain.epoch_examples(sequences, job.settings["steps"], job.settings["batch"])
     except ValueError as e:
@@ -84,9 +86,9 @@ def _pretrain_trial(param: dict[str, Any]) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from growthpace.jobs.placement import worker_scaling
-    from growthpace.platform.models import _save_atomic
-    from growthpace.platform.storage import remove_tree, write_json
-    from growthpace.platform.train import pretrain_base
+    from growthpace.platform.train.models import _save_atomic
+    from growthpace.platform.store.storage import remove_tree, write_json
+    from growthpace.platform.train.train import pretrain_base
 
     config = param["trial"]
     job = BaseJob(**config["job"])
@@ -125,7 +127,8 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
     from ray import tune
 
     from growthpace.jobs.progress import active
-    from growthpace.jobs.sweep import SweepError, fit_grid, trial_errors
+    from growthpace.jobs.errors import SweepError
+    from growthpace.jobs.sweep import fit_grid, trial_errors
     from growthpace.jobs.tune_progress import PretrainProgress
 
     layout, training = study.layout, study.spec.training
@@ -160,7 +163,7 @@ def plan_rows(study) -> list[dict[str, Any]]:
     counting tokenizer is not at hand). Imports neither torch nor transformers: the preset tokenizer
     here is plan's bare BPE."""
     from growthpace.jobs.study import model_params
-    from growthpace.platform.chat import ChatEncoder
+    from growthpace.platform.data.chat import ChatEncoder
 
     spec = study.spec
     params = model_params(study)
@@ -169,10 +172,10 @@ def plan_rows(study) -> list[dict[str, Any]]:
         if m.pretrain is None:
             continue
         settings = pretrain_settings(spec, m)
-        corpus = pretrain.corpus_path(spec.data_root, m.pretrain)
+        corpus = corpus_path(spec.data_root, m.pretrain)
         corpus_tokens = None
         if corpus.is_file() and m.name in PRESETS and study.tokenizer is not None:
-            docs = pretrain.documents(corpus)
+            docs = documents(corpus)
             corpus_tokens = sum(ChatEncoder(study.tokenizer).text_lengths(docs)) + len(docs)  # + one EOT each
         rows.append({"model": m.name, "size": m.size, "steps": settings["steps"], "batch": settings["batch"],
                      "block": settings["block"], "tokens": pretrain.tokens_seen(settings),

@@ -242,9 +242,9 @@ class StudyView:
 
 def view_for(spec):
     """The view of a study run by this spec (``study_view`` at its log path)."""
-    from growthpace.platform.storage import Layout
+    from growthpace.platform.store.storage import Layout
 
-    return study_view(log_path(Layout(spec.storage_path), spec.name))
+    return study_view(log_path(Layout.for_spec(spec), spec.name))
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """scores.parquet -> report/: load -> select -> analyse -> plots -> index.html -> MLflow.
 
 This module is the orchestration and the I/O: it loads what the analysis needs from storage (scores,
-per-item verdicts, mix cards, costs), runs the one selection rule (platform/selection.py), the pure
-analysis (platform/analysis.py, on platform/growth.py and platform/decisions.py), draws the PNGs
-(platform/plots.py), renders index.html (platform/page.py with templates/report.html), writes the
+per-item verdicts, mix cards, costs), runs the one selection rule (platform/core/selection.py), the pure
+analysis (platform/analysis/summary.py, on platform/analysis/growth.py and platform/analysis/decisions.py), draws the PNGs
+(platform/report/plots.py), renders index.html (platform/report/page.py with templates/report.html), writes the
 summary dict as summary.json (every number on the page is in it) and logs its numbers on MLflow.
 """
 
@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from growthpace.platform import growth, page, plots
-from growthpace.platform.analysis import analyse, formulations
-from growthpace.platform.models import param_count
-from growthpace.platform.selection import select
-from growthpace.platform.storage import Layout, StoragePath, is_remote, read_json, read_parquet, upload_tree, write_bytes
+from growthpace.platform.data.dataset import load_pool
+from growthpace.platform.analysis import growth
+from growthpace.platform.report import page
+from growthpace.platform.report import plots
+from growthpace.platform.analysis.summary import analyse, formulations
+from growthpace.platform.train.models import param_count
+from growthpace.platform.core.selection import select
+from growthpace.platform.store.storage import Layout, StoragePath, is_remote, read_json, read_parquet, upload_tree, write_bytes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,9 +106,9 @@ def mix_counts(storage: StoragePath, scores: pl.DataFrame) -> dict[str, dict[str
 def available_items(spec) -> dict[str, int] | None:
     """Train items per ability in the spec's dataset (the recommender cannot ask for more)."""
     try:
-        from growthpace.platform.allocation import Pool
+        pass
 
-        return Pool.load(spec.data_root, spec.data.train_split, with_synthetic=False).available
+        return load_pool(spec.data_root, spec.data.train_split, with_synthetic=False).available
     except Exception:
         return None
 
@@ -137,7 +140,7 @@ def write_report(scores: pl.DataFrame, folder: StoragePath, study: str, warmup_f
     import shutil
     import tempfile
 
-    from growthpace.platform.spec import AnalysisSpec
+    from growthpace.platform.core.spec import AnalysisSpec
 
     if is_remote(folder):
         with tempfile.TemporaryDirectory() as d:
@@ -229,11 +232,11 @@ def log_analysis(tracker, run_id: str, folder: Path) -> int:
 
 def recommend_for_spec(spec, budget: int, size: str | None = None, name: str | None = None):
     """`growthpace recommend`: (recommendation, YAML text) from the spec's finished study."""
-    from growthpace.platform.storage import safe_name
+    from growthpace.platform.core.paths import safe_name
 
     if name is not None:
         safe_name(name, "--name")  # it names <storage>/recommendations/<name>.yaml
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     if not layout.scores.exists():
         raise FileNotFoundError(f"{layout.scores}: no scores yet; run the study first")
     scores = read_parquet(layout.scores)
@@ -247,7 +250,6 @@ def recommend_for_spec(spec, budget: int, size: str | None = None, name: str | N
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace report`
-    from growthpace.jobs.entry import run_job
-    from growthpace.jobs.run import run_report
+    from growthpace.jobs.entry import as_command
 
-    run_job(run_report)
+    as_command("report")

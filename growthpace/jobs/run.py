@@ -13,8 +13,8 @@ from growthpace.jobs.progress import active, console, view_for
 from growthpace.jobs.pretrain import pretrain_bases
 from growthpace.jobs.study import Study, materialise, model_params, model_tokenizers, prepare, tracker_for
 from growthpace.jobs.sweep import sweep, train_config
-from growthpace.platform.spec import Spec
-from growthpace.platform.tracking import StudyTracker, preflight
+from growthpace.platform.core.spec import Spec
+from growthpace.platform.store.tracking import StudyTracker, preflight
 
 
 def run_sweep(spec: Spec, beside=None) -> Study:
@@ -60,9 +60,9 @@ def _sweep(spec: Spec, beside, view) -> Study:
 
 
 def run_report(spec: Spec) -> str:
-    from growthpace.platform.storage import Layout, localize, read_json, read_parquet
+    from growthpace.platform.store.storage import Layout, localize, read_json, read_parquet
 
-    layout = Layout(spec.storage_path)
+    layout = Layout.for_spec(spec)
     if active() is not None:
         active().enter_stage("report")
     if not layout.scores.exists():
@@ -79,7 +79,7 @@ def run_report(spec: Spec) -> str:
 
 def run_sync(spec: Spec, study: Study | None = None) -> int:
     """Log to MLflow every metric the study's storage holds and MLflow lacks (idempotent)."""
-    from growthpace.platform.storage import localize, read_json, read_parquet
+    from growthpace.platform.store.storage import localize, read_json, read_parquet
 
     preflight(spec.tracking_uri)
     study = study or prepare(spec, write=True)
@@ -136,8 +136,8 @@ def _study(spec: Spec) -> str:
 
 def _closing_summary(spec: Spec, study: Study, index: str) -> None:
     """The few lines a researcher reads last: where the report is, its headline findings, how to open MLflow."""
-    from growthpace.platform.page import console_lines
-    from growthpace.platform.storage import read_json
+    from growthpace.platform.report.page import console_lines
+    from growthpace.platform.store.storage import read_json
 
     summary = study.layout.report / "summary.json"
     if summary.exists():
@@ -146,6 +146,6 @@ def _closing_summary(spec: Spec, study: Study, index: str) -> None:
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace run`
-    from growthpace.jobs.entry import run_job
+    from growthpace.jobs.entry import as_command
 
-    run_job(run_study)
+    as_command("run")

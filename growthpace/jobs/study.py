@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from growthpace.platform.batching import global_batch, optimizer_steps
-from growthpace.platform.cells import Cell, expand
-from growthpace.platform.chat import ChatEncoder
-from growthpace.platform.data import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
+from growthpace.platform.core.batching import global_batch, optimizer_steps
+from growthpace.platform.core.cells import Cell, expand
+from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.data.dataset import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
                                      write_cell_tokens)
-from growthpace.platform.footprint import checkpoint_footprint
-from growthpace.platform.models import PRESETS, ensure_base_model, ensure_tokenizer, param_count, read_or_train_bpe
-from growthpace.platform.spec import Spec
-from growthpace.platform.storage import Layout, write_json
+from growthpace.platform.core.footprint import checkpoint_footprint
+from growthpace.platform.core.presets import PRESETS
+from growthpace.platform.train.models import ensure_base_model, ensure_tokenizer, param_count, read_or_train_bpe
+from growthpace.platform.core.spec import Spec
+from growthpace.platform.store.storage import Layout, write_json
 
 
 @dataclass
@@ -32,18 +33,18 @@ def prepare(spec: Spec, *, write: bool, ray: tuple[str, ...] = ()) -> Study:
     Without the data (data.root absent), `plan` uses the counts the spec declares (data.declared);
     the other commands fetch the public dataset first when data.hub is set.
     """
-    from growthpace.platform.hub import declared_dataset, fetch
+    from growthpace.platform.data.hub import declared_dataset, fetch
 
     if not write and not spec.data_root.is_dir() and spec.data.declared is not None and spec.data.generate is None:
         dataset = declared_dataset(spec)
-        cells = expand(spec, dataset.pool, dataset.fingerprint)
-        return Study(spec, Layout(spec.storage_path), dataset, cells, None, None)
+        cells = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)
+        return Study(spec, Layout.for_spec(spec), dataset, cells, None, None)
     if spec.data.hub is not None and spec.data.generate is None and not spec.data_root.is_dir():
         fetch(spec)
     ensure_generated(spec)
     dataset = load_dataset(spec)
-    cells = expand(spec, dataset.pool, dataset.fingerprint)
-    layout = Layout(spec.storage_path)
+    cells = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)
+    layout = Layout.for_spec(spec)
     check_inputs(spec, cells, layout, write=write, ray=ray)  # everything read and validated before the first write
     if write:
         tokenizer, key = ensure_tokenizer(layout, dataset.train_records(), dataset.fingerprint)
@@ -57,11 +58,11 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
     written under storage or to MLflow (docs/reliability.md). The train pool was read by load_dataset
     and the allocations by expand; here: the eval sets the spec scores, each model (a preset, or an HF
     path whose config loads and whose folder has weights and a tokenizer; `plan` checks only the models
-    it must load), for the writing commands every trained cell's checkpoints (platform/checkpoints.py), and
+    it must load), for the writing commands every trained cell's checkpoints (platform/store/checkpoints.py), and
     for the commands that use Ray (``ray``: "training", "scoring") whether the cluster can place every
-    trial and scoring actor (platform/capacity.py): Ray starts only after every file check passed."""
-    from growthpace.platform.data import load_eval_sets
-    from growthpace.platform.models import check_model
+    trial and scoring actor (platform/core/capacity.py): Ray starts only after every file check passed."""
+    from growthpace.platform.data.dataset import load_eval_sets
+    from growthpace.platform.train.models import check_model
 
     load_eval_sets(spec)
     if write:
@@ -81,8 +82,8 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
 
 def check_corpora(spec: Spec) -> None:
     """Each pre-training's corpus (models[].pretrain.corpus) is a readable UTF-8 text under data.root."""
-    from growthpace.platform.pretrain import corpus_path, corpus_problem
-    from growthpace.platform.spec import SpecError
+    from growthpace.platform.data.corpus import corpus_path, corpus_problem
+    from growthpace.platform.core.spec import SpecError
 
     problems = [f"field 'models[{i}].pretrain.corpus': {why}" for i, m in enumerate(spec.models)
                 if m.pretrain is not None and (why := corpus_problem(corpus_path(spec.data_root, m.pretrain)))]
@@ -92,9 +93,9 @@ def check_corpora(spec: Spec) -> None:
 
 def check_stored(cells: list[Cell], layout: Layout) -> None:
     """Every stored file a job reads back, read (tables: footer and schema) before the first write: a
-    damaged one is a StoredFileError naming it and the command that rebuilds it (platform/storage.py).
+    damaged one is a StoredFileError naming it and the command that rebuilds it (platform/store/storage.py).
     scores.parquet is left out: `evaluate` rebuilds it from these files."""
-    from growthpace.platform.storage import check_table, read_json
+    from growthpace.platform.store.storage import check_table, read_json
 
     for cell in cells:
         folder = layout.cell(cell.cell_id)
@@ -111,7 +112,7 @@ def check_stored(cells: list[Cell], layout: Layout) -> None:
 
 def check_capacity(spec: Spec, *, training: bool, scoring: bool) -> None:
     from growthpace.jobs.cluster import capacity, connect
-    from growthpace.platform.capacity import CapacityError, placement_problems
+    from growthpace.platform.core.capacity import CapacityError, placement_problems
 
     connect(spec)
     present, node_types = capacity()
@@ -125,7 +126,7 @@ def check_scoring_backend(spec: Spec) -> None:
     """Scoring on GPUs without vLLM would fall back to transformers on an idle GPU (days per 7b
     checkpoint): refuse before anything starts, unless the spec asks for transformers itself."""
     from growthpace.evaluators.vllm_backend import available
-    from growthpace.platform.spec import SpecError
+    from growthpace.platform.core.spec import SpecError
 
     ev = spec.evaluation
     gpus, field = ev.gpus_per_actor, "evaluation.gpus_per_actor"
@@ -147,7 +148,7 @@ def materialise(study: Study) -> dict[str, Path]:
     spec, layout = study.spec, study.layout
     from rich.progress import track
 
-    from growthpace.platform.tracking import redact
+    from growthpace.platform.core.redaction import redact
 
     write_json(layout.root / "study.json", redact(spec.model_dump(mode="json")))  # e.g. ray.env_vars.HF_TOKEN -> ***
     bases = {
@@ -174,12 +175,12 @@ def model_params(study: Study) -> dict[str, int]:
 
 def plan_rows(study: Study) -> list[dict]:
     """One row per cell: items, tokens, optimizer steps, estimated FLOPs (6 * params * tokens trained),
-    resources, GPU-hours and checkpoint storage (platform/footprint.py).
+    resources, GPU-hours and checkpoint storage (platform/core/footprint.py).
 
     With a declared dataset (data.declared, data absent) items are the allocation's counts and tokens
     are items x the declared tokens per item. ``tokens`` is one pass over the cell's items, real tokens
     (training packs items without padding); ``train_tokens`` is what all epochs train on, each epoch
-    filled up to whole global batches by repeating items (platform/batching.py), counted at the cell's
+    filled up to whole global batches by repeating items (platform/core/batching.py), counted at the cell's
     mean tokens per item. GPU-hours = train_tokens / throughput_tokens_per_gpu_s / 3600 when the model
     declares a throughput (None otherwise); hours = GPU-hours / the trial's GPUs.
     """
@@ -249,7 +250,7 @@ def _item_lengths(study: Study, selected: list[list]) -> dict[int, dict[int, int
 
 def tracker_for(study: Study):
     """(StudyTracker, the study's parent run id, cell id -> child run id); MLflow runs made or resumed."""
-    from growthpace.platform.tracking import StudyTracker
+    from growthpace.platform.store.tracking import StudyTracker
 
     spec = study.spec
     tracker = StudyTracker(spec.tracking_uri, spec.tracking.experiment, study.layout)

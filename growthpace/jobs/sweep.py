@@ -10,13 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from growthpace.platform.cells import Cell
-from growthpace.platform.spec import TrainingSpec
-from growthpace.platform.storage import Layout, StoragePath, stable_hash, write_json
-
-
-class SweepError(RuntimeError):
-    pass
+from growthpace.jobs.errors import SweepError
+from growthpace.platform.core.cells import Cell
+from growthpace.platform.core.spec import TrainingSpec
+from growthpace.platform.store.storage import Layout, StoragePath, write_json
+from growthpace.platform.core.identity import stable_hash
 
 
 def _cell_trial(param: dict[str, Any]) -> None:
@@ -25,7 +23,7 @@ def _cell_trial(param: dict[str, Any]) -> None:
     from ray import tune
 
     from growthpace.jobs.placement import scaling_config
-    from growthpace.platform.train import drop_resume_state_at, train_cell
+    from growthpace.platform.train.train import drop_resume_state_at, train_cell
 
     config = param["trial"]
     cell = Cell.from_dict(config["cell"])
@@ -153,7 +151,6 @@ def trial_errors(results) -> str:
 
 
 if __name__ == "__main__":  # the module path jobs were submitted with before `python -m growthpace sweep`
-    from growthpace.jobs.entry import run_job
-    from growthpace.jobs.run import run_sweep
+    from growthpace.jobs.entry import as_command
 
-    run_job(run_sweep)
+    as_command("sweep")

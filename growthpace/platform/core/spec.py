@@ -1,0 +1,484 @@
+"""The study spec's schema: pydantic models, every field typed and bounded, errors naming the field.
+
+Reading a spec file (YAML, line numbers, checks across fields and on disk) is data/specfile.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
+
+from growthpace.platform.core.abilities import ABILITIES, EVAL_SPLITS
+from growthpace.platform.core.formulation import CHOICE_TARGETS, FORMULATIONS
+from growthpace.platform.core.abilities import WORLD
+from growthpace.platform.core.paths import SAFE_NAME, PathError, object_store_uri
+
+
+def _not_dots(v: str) -> str:
+    """Names that may become path components (study, mixes) are never '.' or '..'."""
+    if v in (".", ".."):
+        raise ValueError(f"{v!r} is not a name: it would make a path leave its folder")
+    return v
+
+
+def _unique(values: list, what: str) -> list:
+    """The same seed, source or volume twice would be the same cells twice: the field is named here,
+    before cells.expand finds the clash."""
+    dup = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if dup:
+        raise ValueError(f"duplicate {what} {dup} in {values}")
+    return values
+
+
+# The allowed values of the engine settings, named once: the schema, the engine factory
+# (evaluators/engines.py) and the CLI read them here.
+BACKENDS: tuple[str, ...] = ("auto", "vllm", "transformers")
+PIPELINES: tuple[str, ...] = ("auto", "processor", "actor")
+
+
+class SpecError(ValueError):
+    """A bad spec: the message names the file and the field."""
+
+
+# YAML's `true` is not 1 and `10.0` is not an item count: integers are strict (a bool or a float is an
+# error, not a silent 1), floats refuse bools, and no float may be inf or NaN (allow_inf_nan below).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Count = Annotated[int, Strict(), Field(ge=1)]
+Beta = Annotated[float, Strict(), Field(ge=0, lt=1)]
+Bool = Annotated[bool, Strict()]
+
+
+def _no_bool(v):
+    if isinstance(v, bool):
+        raise ValueError(f"expected 0, 1, 2 or 3, not a boolean ({v})")
+    return v
+
+
+ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_no_bool)]
+
+
+def _one_or_list(v):
+    """`formulation: option` is the one-item list [option]."""
+    return [v] if isinstance(v, str) else v
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Resources(_Strict):
+    cpus_per_worker: Float = Field(1.0, gt=0)
+    gpus_per_worker: Float = Field(0.0, ge=0)
+    workers: Int = Field(1, ge=1)
+    driver_cpus: Float = Field(0.25, gt=0)
+    custom: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
+    accelerator_type: str | None = Field(
+        None, min_length=1,
+        description="pin the trial's workers to nodes of this accelerator, named as Ray reports it (A100 for an "
+        "A100 80 GB, H100, H200, ...)",
+    )
+    placement: Literal["strict_pack", "pack", "spread"] = Field(
+        "strict_pack",
+        description="Ray Train's placement strategy for a trial's workers: strict_pack keeps them on one node "
+        "(collectives over NVLink, not the network); a trial larger than one node needs pack",
+    )
+    throughput_tokens_per_gpu_s: Float | None = Field(
+        None, gt=0, description="training tokens per GPU-second (an estimate); `plan` turns it into GPU-hours"
+    )
+
+
+class SizeScoring(_Strict):
+    """One model size's scoring actors; an unset field takes the evaluation-wide value."""
+
+    gpus: Float | None = Field(None, ge=0, description="GPUs per scoring actor of this size (vLLM tensor parallel "
+                                                       "over them when >= 2); default evaluation.gpus_per_actor")
+    accelerator_type: str | None = Field(None, min_length=1, description="node type of this size's scoring actors "
+                                                                         "(Ray's accelerator names), e.g. H200 for 33b")
+    custom: dict[str, float] | None = Field(None, description="custom Ray resources per scoring actor of this size")
+    concurrency: Int | None = Field(None, ge=1, description="scoring actors (warm engines) of this size; default "
+                                                            "evaluation.concurrency")
+
+
+class ScoringResources(_Strict):
+    """Where scoring actors run: their own node group, apart from the training nodes, and per model size."""
+
+    accelerator_type: str | None = Field(None, min_length=1, description="accelerator of the scoring nodes (Ray's names)")
+    custom: dict[str, float] = Field({}, description="custom Ray resources per scoring actor, e.g. {scoring_node: 1}")
+    by_size: dict[str, SizeScoring] = Field({}, description="per model size (models[].size): GPUs, node type and "
+                                                            "actors of its scoring, e.g. {33b: {gpus: 2, accelerator_type: H200}}")
+
+
+class ModelTraining(_Strict):
+    """Per-model overrides of the memory-bound training settings (e.g. ZeRO-3 and smaller micro-batches for 33b)."""
+
+    per_device_batch: Int | None = Field(None, ge=1)
+    grad_accum: Int | None = Field(None, ge=1)
+    zero_stage: ZeroStage | None = None
+    gradient_checkpointing: Bool | None = None
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Pretrain(_Strict):
+    """A short causal-LM pre-training of the base model on a plain-text corpus before any cell trains
+    from it (a random preset otherwise learns only the answer-letter prior). Fixed by optimizer steps,
+    not time: a run starved of CPU must still see the same tokens."""
+
+    corpus: str = Field(WORLD, min_length=1,
+                        description="UTF-8 text under data.root, one document per line, no chat tokens")
+    steps: Count = Field(description="optimizer steps of the whole pre-training (one pass over the cut/cycled corpus)")
+    lr: Float = Field(1e-3, gt=0)
+    end_lr: Float = Field(1e-4, ge=0)
+    batch: Count = Field(16, description="sequences per optimizer step, over all workers")
+    block: Int = Field(128, ge=8, description="tokens per sequence")
+    seed: Int | None = Field(None, description="the pre-training's data order; default the spec's seed (which also seeds the raw base)")
+    workers: Int | None = Field(None, gt=0, description="Ray Train workers of the pre-training (default: the "
+                                "model's resources.workers, each with its cpus/gpus_per_worker); a base is "
+                                "pre-trained once, before its cells, so it may take more of the cluster than a cell")
+
+    def workers_for(self, resources: "Resources") -> int:
+        return resources.workers if self.workers is None else self.workers
+
+    @field_validator("corpus")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if Path(v).is_absolute() or ".." in Path(v).parts:
+            raise ValueError(f"{v!r}: a path relative to data.root, inside it")
+        return v
+
+
+class ModelSpec(_Strict):
+    name: str = Field(min_length=1, description="a preset name or an HF path / local directory")
+    size: str = Field(min_length=1, description="size label used in tables and plots")
+    resources: Resources = Resources()
+    params: Int | None = Field(None, gt=0, description="declared parameter count; `plan` uses it instead of loading the config")
+    sources: list[Literal["curated", "synthetic", "mix"]] | None = Field(
+        None, description="which cells this model trains (default: every source and mix of the grid)"
+    )
+    training: ModelTraining = ModelTraining()
+    pretrain: Pretrain | None = Field(None, description="pre-train the base on a text corpus before the cells")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else _unique(v, "sources")
+
+    @model_validator(mode="after")
+    def _pretrain_batch_splits(self) -> "ModelSpec":
+        if self.pretrain is not None and self.pretrain.batch % self.pretrain.workers_for(self.resources):
+            raise ValueError(f"pretrain.batch {self.pretrain.batch} is not a multiple of its workers "
+                             f"{self.pretrain.workers_for(self.resources)}: every worker takes the same share of a step")
+        return self
+
+
+class Mix(_Strict):
+    """A named allocation: the study's reconstruct / maximum / mix-N."""
+
+    name: str = Field(min_length=1, pattern=SAFE_NAME, description="letters, digits, '_', '.', '-' (a safe file name)")
+    total: Int | None = Field(None, gt=0, description="curated total; None = every capped or full ability")
+
+    _safe_name = field_validator("name")(_not_dots)
+    caps: dict[str, Int] = {}
+    fill: Literal["even", "max"] = "even"
+    synthetic: Int = Field(0, ge=0, description="synthetic items added on top")
+
+    @field_validator("caps")
+    @classmethod
+    def _known_abilities(cls, caps: dict[str, int]) -> dict[str, int]:
+        for ability, n in caps.items():
+            if ability not in ABILITIES:
+                raise ValueError(f"unknown ability {ability!r} in caps; expected one of {', '.join(ABILITIES)}")
+            if n < 0:
+                raise ValueError(f"cap for {ability!r} must be >= 0, got {n}")
+        return caps
+
+    @model_validator(mode="after")
+    def _even_needs_total(self) -> "Mix":
+        if self.fill == "even" and self.total is None:
+            raise ValueError("fill 'even' needs a total")
+        return self
+
+
+class Generate(_Strict):
+    seed: Int = 0
+    train_per_ability: Int = Field(1000, gt=0)
+    valid_per_ability: Int = Field(20, gt=0)
+    test_per_ability: Int = Field(40, gt=0)
+    ood_per_subject: Int = Field(20, gt=0)
+    synthetic: Int = Field(4000, gt=0)
+    world_per_family: Int = Field(400, gt=0, description="documents per family in world/world.txt")
+
+
+class Hub(_Strict):
+    """The public dataset on the Hugging Face Hub, fetched to data.root when it is missing."""
+
+    repo_id: str = Field("ChiyuSONG/dynamics-of-instruction-tuning", min_length=1)
+    revision: str = Field(min_length=1, description="a commit sha (pin it: a branch name moves)")
+    cache_dir: str | None = Field(None, description="huggingface_hub cache; default HF_HUB_CACHE")
+    endpoint: str | None = Field(None, description="Hub endpoint or mirror; default HF_ENDPOINT / huggingface.co")
+
+
+class Declared(_Strict):
+    """What `plan` assumes when data.root is absent: counts and token lengths declared, not read."""
+
+    source: str = Field(min_length=1, description="where the figures come from")
+    train: dict[str, Int] = Field(description="train items per ability in the `full` split")
+    synthetic: Int = Field(0, ge=0, description="items in the synthetic pool")
+    tokens_per_item: dict[str, Count] = Field(description="mean tokens per item, per ability and 'synthetic'")
+
+    @field_validator("train")
+    @classmethod
+    def _all_abilities(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = [a for a in ABILITIES if a not in v]
+        if missing:
+            raise ValueError(f"missing abilities {missing}")
+        return Mix._known_abilities(v)
+
+    @field_validator("tokens_per_item")
+    @classmethod
+    def _tokens_known(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [k for k in v if k not in ABILITIES and k != "synthetic"]
+        if bad:
+            raise ValueError(f"unknown keys {bad}; expected abilities or 'synthetic'")
+        missing = [a for a in (*ABILITIES, "synthetic") if a not in v]
+        if missing:
+            raise ValueError(f"missing keys {missing}")
+        return v
+
+
+class DataSpec(_Strict):
+    root: str = Field(min_length=1, description="dataset root (the study's layout)")
+    generate: Generate | None = Field(None, description="build the embedded procedural dataset at root")
+    hub: Hub | None = Field(None, description="fetch the public dataset to root when it is missing")
+    declared: Declared | None = Field(None, description="counts `plan` uses when root is missing")
+    train_split: Literal["1000", "full"] = "full"
+    sources: list[Literal["curated", "synthetic"]] = ["curated"]
+    volumes: list[Int] = [10, 40, 160, 640]
+    synthetic_volumes: list[Int] | None = Field(None, description="default: the same as volumes")
+    caps: dict[str, Int] = {}
+    mixes: list[Mix] = []
+    seeds: list[Int] = [0]
+
+    @field_validator("volumes", "synthetic_volumes")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            bad = [x for x in v if x <= 0]
+            if bad:
+                raise ValueError(f"volumes must be positive, got {bad}")
+            if len(set(v)) != len(v):
+                raise ValueError(f"duplicate volumes in {v}")
+        return v
+
+    @field_validator("caps")
+    @classmethod
+    def _caps_known(cls, caps: dict[str, int]) -> dict[str, int]:
+        return Mix._known_abilities(caps)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one seed")
+        return _unique(v, "seeds")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        return _unique(v, "sources")
+
+    @field_validator("mixes")
+    @classmethod
+    def _unique_mixes(cls, mixes: list[Mix]) -> list[Mix]:  # a field validator: the error names data.mixes
+        names = [m.name for m in mixes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate mix names in {names}")
+        return mixes
+
+
+class TrainingSpec(_Strict):
+    epochs: Int = Field(3, ge=1)
+    epochs_by_volume: dict[Count, Count] = Field({}, description="volume -> epochs, for the smallest volumes")
+    lr: Float = Field(1e-5, gt=0)
+    end_lr: Float = Field(1e-6, ge=0)
+    betas: tuple[Beta, Beta] = (0.9, 0.95)
+    weight_decay: Float = Field(0.1, ge=0)
+    per_device_batch: Int = Field(8, ge=1)
+    grad_accum: Int = Field(1, ge=1)
+    max_length: Int = Field(2048, ge=8)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    zero_stage: ZeroStage = 2
+    gradient_checkpointing: Bool = False
+    packing: Bool = Field(True, description="pack each micro-batch's items into one row (no padding; attention "
+                          "kept inside each item); false = pad to the longest item")
+    keep_resume_state: Bool = Field(False, description="keep the newest epoch's DeepSpeed state (optimizer etc., "
+                                    "about 12-14 bytes/param) after a cell is finished; older epochs never keep it")
+    checkpoint_write: Literal["auto", "in_place", "async"] = Field(
+        "auto", description="how epoch checkpoints reach storage: 'in_place' = every rank writes straight into the "
+        "run's folder on the shared filesystem (one write, training waits for it); 'async' = write to local disk, "
+        "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
+        "an object store (docs/cluster.md)")
+    max_concurrent_trials: Int = Field(2, ge=1)
+    choice_target: Literal[CHOICE_TARGETS] = Field(
+        "letter", description="the reply a choice item is trained on: 'letter' (the study's: `B`), 'letter_text' "
+        "(the option's line: `B. heart`) or 'cloze' (the question without its options, the reply `heart`; "
+        "platform/core/formulation.py); part of the cell's items and id")
+
+    def epochs_for(self, volume: int | None) -> int:
+        if volume is not None and volume in self.epochs_by_volume:
+            return self.epochs_by_volume[volume]
+        return self.epochs
+
+
+class EvaluationSpec(_Strict):
+    splits: list[Literal["valid", "test"]] = list(EVAL_SPLITS)
+    ood: Bool = True
+    batch_size: Int = Field(64, ge=1)
+    warmup_epochs: Int | None = Field(None, ge=0, description="select epochs after this; default 5, or a third of short runs")
+    concurrency: Int = Field(1, ge=1, description="scoring actors")
+    max_new_tokens: dict[str, Count] = Field({}, description="per question kind, caps the scorer's default limit")
+    backend: Literal[BACKENDS] = "auto"
+    gpus_per_actor: Float = Field(0.0, ge=0, description="GPUs per scoring actor (vLLM on GPU nodes)")
+    vllm_pipeline: Literal[PIPELINES] = Field(
+        "auto",
+        description="how a vllm backend scores: 'processor' = ray.data.llm vLLMEngineProcessor, one processor "
+        "(one engine) per checkpoint, torn down before the next; 'actor' = the engine inside the scoring "
+        "actor, kept warm across checkpoints (each next one's weights loaded in place); 'auto' = actor. "
+        "Only matters when the resolved backend is vllm",
+    )
+    resources: ScoringResources = ScoringResources()
+    streaming: Bool = Field(True, description="score finished cells while other cells still train")
+    retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
+    formulation: Annotated[list[Literal[FORMULATIONS]], BeforeValidator(_one_or_list)] = Field(
+        ["letter"], min_length=1,
+        description="how choice and true/false items are put to the model (docs/scoring.md): 'letter' (the "
+        "study's rule), 'option' (the option lines ranked by perplexity, options shown) or 'cloze' (OLMES's cloze "
+        "formulation: the question without its options, the option texts ranked), or a list of them: the first "
+        "is the primary (selection, tables, fits), the others are scored and reported beside it")
+
+    @field_validator("formulation")
+    @classmethod
+    def _unique_formulations(cls, v: list[str]) -> list[str]:
+        return _unique(v, "formulations")
+
+    def scoring_for(self, size: str | None = None) -> SizeScoring:
+        """The scoring actors of one model size: resources.by_size[size] with every unset field taken
+        from the evaluation-wide settings (gpus_per_actor, resources, concurrency)."""
+        own = self.resources.by_size.get(size) if size is not None else None
+
+        def pick(name: str, default):
+            value = getattr(own, name) if own is not None else None
+            return default if value is None else value
+
+        return SizeScoring(gpus=float(pick("gpus", self.gpus_per_actor)),
+                           accelerator_type=pick("accelerator_type", self.resources.accelerator_type),
+                           custom=dict(pick("custom", self.resources.custom)), concurrency=pick("concurrency", self.concurrency))
+
+    def warmup_for(self, epochs: int) -> int:
+        if self.warmup_epochs is not None:
+            return min(self.warmup_epochs, epochs - 1)
+        return 5 if epochs > 10 else epochs // 3
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite under storage")
+    experiment: str = "growthpace"
+
+
+class AnalysisSpec(_Strict):
+    """Growth-pace analysis (report, `growthpace recommend`); model selection's warm-up stays in evaluation.
+
+    Thresholds are in score points (0-100); docs/analysis.md explains each number and class.
+    """
+
+    bootstrap_samples: Int = Field(200, ge=20, description="bootstrap replicates over test items (and seeds)")
+    confidence: Float = Field(0.95, gt=0.5, lt=1, description="interval level")
+    seed: Int = Field(0, description="seed of the bootstrap draws")
+    volume_gain: Float = Field(1.0, ge=0, description="start gain per doubling of data to count as responding to volume")
+    size_gain: Float = Field(1.0, ge=0, description="gain per doubling of parameters to count as responding to size")
+    early_saturation_doublings: Float = Field(
+        2.0, ge=0, description="saturates early: 90% of the gain reached this many doublings before the largest volume"
+    )
+    require_interval: Bool = Field(True, description="a response also needs its interval's lower end above 0")
+    extrapolate_from: Float = Field(4, gt=1, description="extrapolation check: fit on volumes <= largest / this")
+    budget: Int | None = Field(None, gt=0, description="the report's recommendation budget; default half the largest curated volume")
+    recommend_size: str | None = Field(None, description="size label whose curves the recommender uses; default the largest")
+    floor: Float = Field(0.1, ge=0, le=1, description="recommender: each ability keeps at least this share of its even split")
+    trust_doublings: Float = Field(
+        1.0, ge=0, description="recommender: a curve is trusted this many doublings past the largest volume, flat beyond"
+    )
+
+
+class RaySpec(_Strict):
+    num_cpus: Int | None = Field(None, ge=1, description="logical CPUs of a local cluster")
+    health_check_interval_s: Float = 0.1
+    env_vars: dict[str, str] = Field({}, description="runtime_env env vars for every task and actor of the study")
+    pip: list[str] = Field([], description="runtime_env pip packages (installed per job by Ray, on top of the image)")
+
+
+class Spec(_Strict):
+    name: str = Field(min_length=1, pattern=SAFE_NAME)
+    storage: str = Field(min_length=1)
+
+    _safe_name = field_validator("name")(_not_dots)
+    models: list[ModelSpec] = Field(min_length=1)
+    data: DataSpec
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    ray: RaySpec = RaySpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    seed: Int = 0
+
+    @field_validator("models")
+    @classmethod
+    def _unique_sizes(cls, models: list[ModelSpec]) -> list[ModelSpec]:  # the error names `models`
+        sizes = [m.size for m in models]
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"model size labels must be unique, got {sizes}")
+        return models
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_location(cls, v: str) -> str:
+        if "://" in v:
+            try:
+                object_store_uri(v)
+            except PathError as e:
+                raise ValueError(
+                    f"{e}; storage is a folder every node sees (local, or an NFS/EFS/Filestore mount) "
+                    "or an object store URI (docs/cluster.md)"
+                ) from None
+        return v
+
+    @model_validator(mode="after")
+    def _remote_storage_needs_a_tracking_server(self) -> "Spec":
+        if "://" in self.storage and self.tracking.uri is None:
+            raise ValueError(
+                f"tracking.uri: required when storage is an object store ({self.storage}): the default MLflow "
+                "store is a sqlite file under storage, which an object store cannot hold; set the team's MLflow "
+                "server (http://...) or a sqlite:/// file on a disk every process of the study sees"
+            )
+        if "://" in self.storage and self.training.checkpoint_write == "in_place":
+            raise ValueError(
+                f"training.checkpoint_write: 'in_place' needs storage on a filesystem; with storage {self.storage} "
+                "use 'async' or 'auto'"
+            )
+        if "://" in self.storage and self.evaluation.vllm_pipeline == "processor":
+            raise ValueError(
+                "evaluation.vllm_pipeline: 'processor' needs storage on a filesystem every node mounts "
+                f"(its engine loads weights by path); with storage {self.storage} use 'actor' or 'auto'"
+            )
+        return self
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.data.root).expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        # an object store needs tracking.uri (checked above), so the default store is a local file
+        return self.tracking.uri or f"sqlite:///{Path(self.storage).expanduser().resolve() / 'mlflow.db'}"
