@@ -42,7 +42,8 @@ import torch  # noqa: E402
 
 from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs, score
 from growthpace.platform.core.items import question_kind  # noqa: E402
-from growthpace.platform.store.checkpoints import model_dir as checkpoint_model  # noqa: E402
+from growthpace.platform.store.checkpoints import model_dir as checkpoint_model, read_checkpoints  # noqa: E402
+from growthpace.platform.store.storage import Layout  # noqa: E402
 from growthpace.platform.core.items import Record  # noqa: E402
 
 LOCAL = ROOT / "runs" / "local"
@@ -63,18 +64,19 @@ def _temp_dir(prefix: str) -> Path:
 def pick_checkpoint() -> Path | None:
     """The last checkpoint of the most-trained cell among those of the largest model in runs/local."""
     best, best_key = None, None
-    for marker in sorted((LOCAL / "cells").glob("*/checkpoints.json")) if LOCAL.is_dir() else []:
-        cks = json.loads(marker.read_text())["checkpoints"]
+    layout = Layout(LOCAL)
+    for marker in sorted((LOCAL / "cells").glob(f"*/{Layout.CELL_CHECKPOINTS}")) if LOCAL.is_dir() else []:
+        cks = read_checkpoints(layout, marker.parent.name).checkpoints
         if not cks:
             continue
-        last = max(cks, key=lambda c: c["epoch"])
-        model = Path(checkpoint_model(last["path"]))
+        last = max(cks, key=lambda c: c.epoch)
+        model = Path(checkpoint_model(last.path))
         if not (model / "config.json").is_file():
             continue
         cfg = json.loads((model / "config.json").read_text())
         card = marker.parent / "card.json"
         items = json.loads(card.read_text()).get("total", 0) if card.is_file() else 0
-        key = (cfg["hidden_size"] * cfg["num_hidden_layers"], items, last["epoch"])
+        key = (cfg["hidden_size"] * cfg["num_hidden_layers"], items, last.epoch)
         if best_key is None or key > best_key:
             best, best_key = model, key
     return best

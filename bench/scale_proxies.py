@@ -54,7 +54,7 @@ def train_one_cell(tmp: Path, base: Path, tokens: Path) -> tuple[dict, list[dict
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from growthpace.platform.store.storage import Layout
+    from growthpace.platform.store.checkpoints import read_epoch
     from growthpace.platform.train.train import train_cell
 
     env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
@@ -76,8 +76,7 @@ def train_one_cell(tmp: Path, base: Path, tokens: Path) -> tuple[dict, list[dict
     result = trainer.fit()
     ray.shutdown()
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in range(WORKERS)]
-    by_epoch = {json.loads((Path(ck.path) / Layout.CHECKPOINT_EPOCH).read_text())["epoch"]: Path(ck.path)
-                for ck, _ in result.best_checkpoints}
+    by_epoch = {read_epoch(ck.path): Path(ck.path) for ck, _ in result.best_checkpoints}
     return by_epoch, ranks, tmp / "train" / "cell"
 
 
@@ -126,7 +125,7 @@ def main() -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     from growthpace.platform.data.chat import ChatEncoder
     from growthpace.platform.data.dataset import base_tokenizer, tokens_bytes
-    from growthpace.platform.train.models import describe, ensure_base_model
+    from growthpace.platform.train.models import ensure_base_model, param_count
     from growthpace.platform.store.storage import Layout
     from tests.real_model import real_model_dir
 
@@ -134,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scale-proxies-") as d:
         tmp = Path(d)
         base = Path(ensure_base_model(Layout(tmp / "store"), str(real_model_dir()), None, None, 0))
-        params = describe(str(base), None)[0]
+        params = param_count(str(base))
         enc = ChatEncoder(base_tokenizer(base))
         records = items(tmp, 200)
         cell = enc.examples([r.messages for r in records[:8]], 128)

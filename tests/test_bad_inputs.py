@@ -679,7 +679,7 @@ def test_good_spec_plans(tmp_path, small_data):
 
 def test_good_and_retained_checkpoints_pass_preflight(tmp_path, small_data, tiny_checkpoint):
     """A whole checkpoint passes; so does one whose weights retention deleted after it was scored."""
-    from growthpace.evaluators.results import check_checkpoints, plan_scoring
+    from growthpace.evaluators.results import check_checkpoints, pending
     from growthpace.jobs.study import check_inputs
     from growthpace.platform.core.cells import expand
     from growthpace.platform.data.dataset import load_dataset
@@ -692,14 +692,16 @@ def test_good_and_retained_checkpoints_pass_preflight(tmp_path, small_data, tiny
     cells = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)
     layout = Layout.for_spec(spec)
     check_inputs(spec, cells, layout, write=True)
-    todo, done = plan_scoring(cells, layout, "sethash")
-    assert [t["cell_id"] for t in todo] == [cell_id] and done == 0
+    found = pending(cells, layout, "sethash")
+    assert [t.cell_id for t in found.todo] == [cell_id] and found.scored_before == 0
 
     # retention deletes model/ after the epoch's scores are stored; a kill may stop it part-way
     write_json(layout.cell_scores(cell_id, 1).with_suffix(".json"), {"key": "x-sethash-1", "backend": "transformers"})
     (ck / "model" / "config.json").unlink()
     assert check_checkpoints(cells, layout) == 1
-    assert plan_scoring(cells, layout, "sethash") == ([], 1)
+    found = pending(cells, layout, "sethash")
+    assert (found.todo, found.scored_before) == ([], 1)
     shutil.rmtree(ck / "model")
     assert check_checkpoints(cells, layout) == 1
-    assert plan_scoring(cells, layout, "sethash") == ([], 1)
+    found = pending(cells, layout, "sethash")
+    assert (found.todo, found.scored_before) == ([], 1)

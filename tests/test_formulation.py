@@ -8,9 +8,9 @@ import yaml
 from growthpace.platform.data.dataset import load_pool
 from growthpace.platform.core.formulation import (
     CHOICE_TARGETS, FORMULATIONS, FormulationError, describe, formulate, letter_text_replies, option_lines,
-    parse_split, split_name, to_cloze, to_option, with_choice_target, without_options,
+    parse_split, split_name, with_choice_target, without_options,
 )
-from growthpace.evaluators.scoring import Prediction, expected_score, needs, score
+from growthpace.evaluators.scoring import REGISTRY, Prediction, needs, score
 from growthpace.platform.core.items import question_kind
 from growthpace.platform.core.items import Record
 
@@ -26,41 +26,46 @@ OOD = Record("physician", "p1", (
     ("assistant", "A")), 0)
 
 
+def baseline(record):
+    """An item's random-baseline expected score, as its verdict carries it."""
+    return REGISTRY[question_kind(record)].expected(record)
+
+
 def tf(gold: str) -> Record:
     return Record("history", f"t-{gold}", (("user", "判断：秦朝统一了六国。"), ("assistant", gold)), 0)
 
 
 def test_choice_with_four_options_ranks_the_option_lines_gold_first_then_letter_order():
-    o = to_option(BIO)
+    o = formulate(BIO, "option")
     assert question_kind(BIO) == "choice" and question_kind(o) == "perplexity" and needs(o) == "rank"
     assert o.choices == ("B. nucleus", "A. ribosome", "C. mitochondrion", "D. cell membrane")
     assert o.prompt == BIO.prompt and o.gold == "B. nucleus"
-    assert expected_score(o) == pytest.approx(0.25)
+    assert baseline(o) == pytest.approx(0.25)
     assert score(o, Prediction(candidate_nll=(1.0, 2.0, 2.0, 3.0))).correct
     assert not score(o, Prediction(candidate_nll=(2.0, 1.0, 2.0, 3.0))).correct
     assert not score(o, Prediction(candidate_nll=(1.0, 1.0, 2.0, 3.0))).correct  # a tie stays wrong
 
 
 def test_choice_with_three_options_and_a_dialogue_before_it():
-    o = to_option(DIALOGUE)
+    o = formulate(DIALOGUE, "option")
     assert o.choices == ("C. Rome", "A. Cairo", "B. Lima")
     assert o.messages[:3] == DIALOGUE.messages[:3]  # "Got it." is no option letter: the dialogue is as it was
-    assert expected_score(o) == pytest.approx(1 / 3)
+    assert baseline(o) == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize("gold, candidates", [("正确", ("正确", "错误")), ("对", ("正确", "错误")),
                                               ("错误", ("错误", "正确")), ("×", ("错误", "正确"))])
 def test_true_false_ranks_the_gold_word_against_its_opposite(gold, candidates):
-    o = to_option(tf(gold))
+    o = formulate(tf(gold), "option")
     assert question_kind(tf(gold)) == "true_false"
     assert o.choices == candidates and o.gold == candidates[0] and o.question_format == 1
-    assert expected_score(o) == pytest.approx(0.5)
+    assert baseline(o) == pytest.approx(0.5)
     assert score(o, Prediction(candidate_nll=(0.5, 0.7))).correct
     assert not score(o, Prediction(candidate_nll=(0.7, 0.5))).correct
 
 
 def test_ood_five_shot_item_ranks_its_own_options_and_its_worked_examples_show_option_lines():
-    o = to_option(OOD)
+    o = formulate(OOD, "option")
     assert o.choices == ("A. liver", "B. lung", "C. kidney", "D. pancreas")
     assert o.messages[1] == ("assistant", "D. vitamin C")  # the worked example, as the formulation writes answers
     assert o.prompt[-1] == OOD.prompt[-1]
@@ -72,7 +77,7 @@ def test_ood_five_shot_item_ranks_its_own_options_and_its_worked_examples_show_o
     Record("code", "k1", (("user", "Write f"), ("assistant", "def f(): pass")), 1, choices=("a", "b", "c")),
 ])
 def test_kinds_without_one_option_text_to_rank_stay_as_the_study_scores_them(record):
-    assert to_option(record) is record
+    assert formulate(record, "option") is record
 
 
 ETHICS = Record("ethics", "e1", (("user", "Which are wrong?\nA. lie\nB. help\nC. cheat\nD. thank"),
@@ -90,13 +95,13 @@ def test_multi_select_ranks_every_set_of_its_options_gold_first(formulation, gol
     assert len(o.choices) == 2 ** 4 - 1 and len(set(o.choices)) == len(o.choices)
     assert o.gold == o.choices[0] == gold and o.choices[1:5] == first_singles  # then smallest sets first
     assert o.choices[-1].count("\n") == 3  # the set of all four
-    assert expected_score(o) == pytest.approx(1 / 15)
+    assert baseline(o) == pytest.approx(1 / 15)
     assert score(o, Prediction(candidate_nll=(1.0, *[2.0] * 14))).correct
     assert not score(o, Prediction(candidate_nll=(2.0, 1.0, *[2.0] * 13))).correct
     assert not score(o, Prediction(candidate_nll=(1.0, 1.0, *[2.0] * 13))).correct  # a tie stays wrong
     three = Record("ethics", "e3", (("user", "Which?\nA. x\nB. y\nC. z"), ("assistant", "B")), 0)
     assert formulate(three, formulation).choices[0] == ("y" if formulation == "cloze" else "B. y")
-    assert expected_score(formulate(three, formulation)) == pytest.approx(1 / 7)
+    assert baseline(formulate(three, formulation)) == pytest.approx(1 / 7)
 
 
 @pytest.mark.parametrize("reply, trained", [("AC", "lie\ncheat"), ("C, A", "lie\ncheat"), ("B", "help"),
@@ -107,7 +112,7 @@ def test_multi_select_training_reply_is_its_set_written_as_the_cloze_formulation
     if trained is None:
         assert out is item  # no set of its options (a letter that is none, a repeat, prose): it stays
     else:
-        ranked = to_cloze(Record("ethics", "e4", item.messages, 0))
+        ranked = formulate(Record("ethics", "e4", item.messages, 0), "cloze")
         assert out.gold == trained == ranked.choices[0] and out.prompt == ranked.prompt  # trained as it is ranked
 
 
@@ -136,7 +141,7 @@ def test_option_lines_are_read_robustly():
 def test_an_item_whose_options_cannot_be_read_is_an_error_naming_it(text, why):
     bad = Record("reasoning", "r7", (("user", text), ("assistant", "D")), 0)
     with pytest.raises(FormulationError, match=rf"item 'r7'.*{why}"):
-        to_option(bad)
+        formulate(bad, "option")
 
 
 def test_choice_target_letter_text_gives_bare_letters_their_option_line():
@@ -182,17 +187,17 @@ def test_split_names_of_secondary_formulations_are_mlflow_metric_names():
 
 
 def test_cloze_puts_the_question_without_its_options_and_ranks_the_bare_texts_gold_first():
-    c = to_cloze(BIO)
+    c = formulate(BIO, "cloze")
     assert c.prompt == (("user", "Which organelle holds the DNA?"),)
     assert c.choices == ("nucleus", "ribosome", "mitochondrion", "cell membrane") and c.gold == "nucleus"
-    assert question_kind(c) == "perplexity" and expected_score(c) == pytest.approx(0.25)
+    assert question_kind(c) == "perplexity" and baseline(c) == pytest.approx(0.25)
     assert score(c, Prediction(candidate_nll=(0.4, 0.5, 0.6, 0.7))).correct
     assert not score(c, Prediction(candidate_nll=(0.5, 0.5, 0.6, 0.7))).correct  # a tie stays wrong
-    assert formulate(BIO, "cloze") == c and formulate(BIO, "option") == to_option(BIO)
+    assert formulate(BIO, "cloze") == c and formulate(BIO, "option") == formulate(BIO, "option")
 
 
 def test_cloze_keeps_a_dialogue_and_its_passage_and_drops_only_the_last_run_of_options():
-    c = to_cloze(DIALOGUE)
+    c = formulate(DIALOGUE, "cloze")
     assert c.prompt == (DIALOGUE.messages[0], DIALOGUE.messages[1], ("user", "Question: Where does my sister live?"))
     assert c.choices == ("Rome", "Cairo", "Lima")
     passage = "A. note: the key is under the mat.\nWhere is the key?\nA. under the mat\nB. in the car"
@@ -201,7 +206,7 @@ def test_cloze_keeps_a_dialogue_and_its_passage_and_drops_only_the_last_run_of_o
 
 
 def test_cloze_writes_the_worked_examples_as_questions_and_texts():
-    c = to_cloze(OOD)
+    c = formulate(OOD, "cloze")
     assert c.prompt == (("user", "Lack of which vitamin causes scurvy?"), ("assistant", "vitamin C"),
                         ("user", "Which organ is inflamed in hepatitis?"))
     assert c.choices == ("liver", "lung", "kidney", "pancreas")
@@ -209,15 +214,15 @@ def test_cloze_writes_the_worked_examples_as_questions_and_texts():
 
 @pytest.mark.parametrize("gold", ["正确", "×"])
 def test_cloze_ranks_true_false_words_as_the_option_formulation_does(gold):
-    assert to_cloze(tf(gold)) == to_option(tf(gold))
+    assert formulate(tf(gold), "cloze") == formulate(tf(gold), "option")
 
 
 def test_cloze_leaves_kinds_without_one_option_text_and_rejects_an_option_without_text():
     math = Record("math", "m1", (("user", "1 + 1?"), ("assistant", "The answer is \\boxed{2}.")), 0)
-    assert to_cloze(math) is math and with_choice_target(math, "cloze") is math
+    assert formulate(math, "cloze") is math and with_choice_target(math, "cloze") is math
     empty = Record("biology", "x", (("user", "Which?\nA.\nB. heart"), ("assistant", "B")), 0)
     with pytest.raises(FormulationError, match="'x'.*cloze formulation"):
-        to_cloze(empty)
+        formulate(empty, "cloze")
 
 
 def test_choice_target_cloze_trains_the_question_without_options_on_the_option_text():
@@ -274,8 +279,8 @@ def test_choice_target_is_part_of_the_cell_id_and_the_default_keeps_the_old_ids(
     from growthpace.platform.data.specfile import load_spec
 
     pool = load_pool(small_data, "1000", with_synthetic=False)
-    letter = expand(load_spec(_spec_file(tmp_path, small_data)), pool, "fp")[0]
-    text = expand(load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "letter_text"})), pool, "fp")[0]
+    letter = expand(load_spec(_spec_file(tmp_path, small_data)), pool, "fp", {})[0]
+    text = expand(load_spec(_spec_file(tmp_path, small_data, training={"choice_target": "letter_text"})), pool, "fp", {})[0]
     assert "choice_target" not in letter.training and text.training["choice_target"] == "letter_text"
     assert letter.cell_id != text.cell_id
     with pytest.raises(SpecError, match=r"field 'training\.choice_target'"):
@@ -295,7 +300,7 @@ def test_a_choice_target_revision_gives_that_targets_cells_new_ids_and_leaves_th
     specs = {t: load_spec(_spec_file(tmp_path, small_data, training={"choice_target": t})) for t in CHOICE_TARGETS}
 
     def ids():
-        return {t: expand(spec, pool, "fp")[0].cell_id for t, spec in specs.items()}
+        return {t: expand(spec, pool, "fp", {})[0].cell_id for t, spec in specs.items()}
 
     assert set(formulation.CHOICE_TARGET_REVISIONS) == set(CHOICE_TARGETS)
     before = ids()
@@ -316,7 +321,7 @@ def test_choice_target_cells_train_on_option_lines_or_texts(tmp_path, small_data
 
     spec = load_spec(_spec_file(tmp_path, small_data, training={"choice_target": target}))
     dataset = load_dataset(spec)
-    cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
+    cell = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)[0]
     layout = Layout.for_spec(spec)
     layout.cell_data(cell.cell_id).parent.mkdir(parents=True, exist_ok=True)
     card = write_cell_data(layout, cell, dataset)

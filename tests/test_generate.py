@@ -204,7 +204,7 @@ def test_deterministic_across_hash_seeds(data, tmp_path):
     root, _ = data
     code = ("import sys; from pathlib import Path; from growthpace.platform.data.generate import generate_dataset; "
             f"generate_dataset(Path(sys.argv[1]), seed=0, **{SMALL!r})")
-    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(Path(gen_mod.__file__).parents[2]))
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(Path(gen_mod.__file__).parents[3]))
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "sub")], check=True, env=env)
     assert _files(tmp_path / "sub") == _files(root)
 

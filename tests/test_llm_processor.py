@@ -1,7 +1,7 @@
 """Scoring through ray.data.llm's vLLM engine processor (evaluation.vllm_pipeline: processor).
 
 The integration tests build two processors in all (engine start is 17-60 s on CPU): one checks
-predict_with_processor against the in-process backends item by item and that its engine is gone when
+a ProcessorBackend against the in-process backends item by item and that its engine is gone when
 it returns; one checks that evaluate(pipeline="processor") writes what the actor pipeline writes.
 """
 
@@ -121,7 +121,7 @@ def _cpu_back(ray, before: float, timeout: float = 30.0) -> float:
 def test_processor_matches_in_process_backends_and_frees_its_engine(ray_cluster, trained_dir, small_data):
     pytest.importorskip("vllm")
     from growthpace.evaluators.backends import predict
-    from growthpace.evaluators.llm_processor import engine_actors, predict_with_processor
+    from growthpace.evaluators.llm_processor import ProcessorBackend, engine_actors
     from growthpace.evaluators.scoring import score
     from growthpace.evaluators.transformers_backend import TransformersBackend
     from growthpace.evaluators.vllm_backend import VLLMBackend
@@ -130,7 +130,9 @@ def test_processor_matches_in_process_backends_and_frees_its_engine(ray_cluster,
     items, limits = _items(small_data), {"math": 16}
     cpus = _cpu_back(ray, ray.cluster_resources()["CPU"])
     timings: dict = {}
-    pp = predict_with_processor(trained_dir, items, limits, batch_size=16, max_length=512, timings=timings)
+    processor = ProcessorBackend(trained_dir, batch_size=16, max_length=512)
+    pp = predict(processor, items, limits)
+    timings.update(processor.timings)
     print(f"\nprocessor: {len(items)} items, {timings['total']:.1f}s in all, first row after {timings['first_row']:.1f}s")
     assert not engine_actors(), "the processor's vLLM engine actor is still alive"
     assert _cpu_back(ray, cpus) == cpus, "the engine's CPU bundle was not released"
@@ -172,7 +174,7 @@ def _storage(folder, small_data, trained_dir):
     }))
     spec = load_spec(p)
     dataset = load_dataset(spec)
-    cell = expand(spec, dataset.pool, dataset.fingerprint)[0]
+    cell = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)[0]
     layout = Layout.for_spec(spec)
     ck = layout.train / cell.cell_id / "checkpoint_000000"
     shutil.copytree(trained_dir, ck / "model")

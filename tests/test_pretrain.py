@@ -103,7 +103,7 @@ def test_cell_ids_follow_the_pretraining(tmp_path, data_root):
     def ids(block):
         spec = load_spec(_spec_file(tmp_path, data_root, block))
         ds = load_dataset(spec)
-        return [c.cell_id for c in expand(spec, ds.pool, ds.fingerprint)]
+        return [c.cell_id for c in expand(spec, ds.pool, ds.fingerprint, ds.corpus_digests)]
 
     base = {"corpus": CORPUS, "steps": 5}
     without, with_pt = ids(None), ids(base)

@@ -12,6 +12,7 @@ from growthpace.platform.core.allocation import Allocation
 from growthpace.platform.core.cells import Cell
 from growthpace.platform.core.items import Record
 from growthpace.platform.store.storage import Layout, read_json
+from growthpace.platform.store.tables import ResultKey
 
 FOUR = Record("biology", "4", (("user", "哪个是器官？\nA. 心脏\nB. 水\nC. 盐\nD. 糖"), ("assistant", "A")), 0)
 RANK = Record("code", "r", (("user", "写一个函数"), ("assistant", "def f(): pass")), 1, ("def f(): pass", "no", "maybe"))
@@ -29,7 +30,7 @@ def test_rescore_rewrites_verdicts_and_counts_the_changed_ones(tmp_path):
     rows = pl.DataFrame(prediction_rows(cell.cell_id, 1, key, "transformers", keys, flat, preds))
     assert rows["correct"].to_list() == [True, True]
     # a stored verdict an older scorer got wrong: only that one changes
-    store(layout, cell.cell_id, 1, "ckhash-old-0", rows.with_columns(correct=pl.Series([False, True])))
+    store(layout, cell.cell_id, 1, ResultKey("ckhash", "old", "0"), rows.with_columns(correct=pl.Series([False, True])))
     done = rescore([cell], layout, sets, {})
     assert (done.files, done.verdicts, dict(done.changed)) == (1, 2, {"choice": 1})
     assert pl.read_parquet(layout.cell_predictions(cell.cell_id, 1))["correct"].to_list() == [True, True]
@@ -45,7 +46,7 @@ def test_rescore_refuses_an_item_put_another_way_since_it_was_predicted_and_rewr
 
     import pytest
 
-    from growthpace.platform.core.formulation import to_cloze
+    from growthpace.platform.core.formulation import formulate
     from growthpace.platform.store.storage import StoredFileError
 
     layout = Layout(tmp_path / "store")
@@ -55,12 +56,12 @@ def test_rescore_refuses_an_item_put_another_way_since_it_was_predicted_and_rewr
                                     ("assistant", "AC")), 0)
     as_letters = {("test", "ethics"): [ethics], ("test", "code"): [RANK]}
     keys, flat = flatten_sets(as_letters)
-    rows = pl.DataFrame(prediction_rows(cell.cell_id, 1, "ckhash-a", "transformers", keys, flat,
+    rows = pl.DataFrame(prediction_rows(cell.cell_id, 1, ResultKey("ckhash", "a", "0"), "transformers", keys, flat,
                                         [Prediction(text="AC"), Prediction(candidate_nll=(0.5, 1.0, 2.0))]))
-    store(layout, cell.cell_id, 1, "ckhash-a", rows)
+    store(layout, cell.cell_id, 1, ResultKey("ckhash", "a", "0"), rows)
     before = layout.cell_predictions(cell.cell_id, 1).read_bytes()
     # the same item ranked as sets now (15 candidates), or a ranked item with a fourth candidate
-    as_sets = {("test", "ethics"): [to_cloze(ethics)], ("test", "code"): [RANK]}
+    as_sets = {("test", "ethics"): [formulate(ethics, "cloze")], ("test", "code"): [RANK]}
     four = {("test", "ethics"): [ethics], ("test", "code"): [replace(RANK, choices=(*RANK.choices, "x"))]}
     for sets, why in ((as_sets, "multi_select, but the eval sets now make it perplexity over 15 candidates"),
                       (four, "perplexity over 3 candidates, but the eval sets now make it perplexity over 4 candidates")):

@@ -23,7 +23,7 @@ from growthpace.evaluators.math_answer import (
 )
 from growthpace.evaluators.math_verify_worker import HAVE_MATH_VERIFY, MathVerifyWorker, math_verify_equivalent
 from growthpace.platform.core.items import (ALL_OPTION_LETTERS, KINDS, n_options, option_letters, parse_letter_set, question_kind)
-from growthpace.evaluators.scoring import (DIFFERENCES, Prediction, REGISTRY, SCORER_VERSION, Verdict, argmax_letter, expected_score, math_equivalent, max_new_tokens, needs, parse_true_false, score)
+from growthpace.evaluators.scoring import (DIFFERENCES, Prediction, REGISTRY, SCORER_VERSION, Verdict, argmax_letter, math_equivalent, max_new_tokens, needs, parse_true_false, score)
 from growthpace.platform.core.items import Record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,11 @@ needs_math_verify = pytest.mark.skipif(not HAVE_MATH_VERIFY, reason="math-verify
 # The equivalence tables hold for both: math_verify's verdict (with the rules as fallback) and the
 # hand-written rules alone. Where the two differ, see test_math_verify_differs_from_the_rules.
 both_equivalences = pytest.mark.parametrize("equiv", [math_equivalent, math_equivalent_rules], ids=["primary", "rules"])
+
+
+def baseline(record):
+    """An item's random-baseline expected score, as its verdict carries it."""
+    return REGISTRY[question_kind(record)].expected(record)
 
 
 # --- record builders --------------------------------------------------------------------------
@@ -135,7 +140,7 @@ def test_n_options_default_when_no_option_lines():
 def test_n_options_from_choices_of_a_generated_item():
     # the benchmark loaders list a format-0 item's option texts in `choices`
     r = rec("cmmlu", "Q (A)x (B)y (C)z (D)u (E)v", "E", choices=("x", "y", "z", "u", "v"))
-    assert (n_options(r), option_letters(r), expected_score(r)) == (5, "ABCDE", 0.2)
+    assert (n_options(r), option_letters(r), baseline(r)) == (5, "ABCDE", 0.2)
 
 
 def test_n_options_uses_the_last_user_turn_only():
@@ -171,7 +176,7 @@ def test_n_options_needs_a_contiguous_run_from_a():
     ],
 )
 def test_expected_score_per_kind(record, expected):
-    assert expected_score(record) == pytest.approx(expected)
+    assert baseline(record) == pytest.approx(expected)
     k = len(parse_letter_set(record.gold))
     if record.type == "ethics":
         assert expected == pytest.approx(1 / math.comb(4, k))
@@ -803,8 +808,8 @@ def test_difference_generation_limit():
 
 
 def test_difference_choice_baseline():
-    assert expected_score(UNDERSTANDING_3) == 1 / 3 != 0.33
-    assert expected_score(mc("A", n=5, type_="history")) == 1 / 5 != 0.25
+    assert baseline(UNDERSTANDING_3) == 1 / 3 != 0.33
+    assert baseline(mc("A", n=5, type_="history")) == 1 / 5 != 0.25
 
 
 def test_difference_choice_first_position_is_the_backends_contract():
@@ -845,7 +850,7 @@ def test_verdict_expected_equals_expected_score():
         (ppl(), Prediction(candidate_nll=(0.5, 1.0, 2.0))),
     ]:
         v = score(r, p)
-        assert v.correct is True and v.expected == expected_score(r)
+        assert v.correct is True and v.expected == baseline(r)
 
 
 def test_scorer_version():

@@ -249,7 +249,7 @@ def test_retention_never_deletes_outside_storage(tmp_path):
     cell = Cell(cell_id="c0ffee0002", study="t", model="llama-nano", size="s", source="curated", volume=10, mix=None,
                 seed=0, allocation=Allocation({"math": 10}), epochs=1, training={})
     write_json(layout.cell_checkpoints(cell.cell_id), {"cell_id": cell.cell_id, "checkpoints": [{"epoch": 1, "path": str(outside)}]})
-    write_json(layout.cell_scores(cell.cell_id, 1).with_suffix(".json"), {"key": "k", "backend": "transformers"})
+    write_json(layout.cell_scores(cell.cell_id, 1).with_suffix(".json"), {"key": "ck-sets-1", "backend": "transformers"})
     assert apply_retention(cell, layout, "none", None) == []
     assert (outside / "model" / "model.safetensors").exists()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from growthpace.evaluators.backends import Backend
-from growthpace.platform.core.spec import PIPELINES
+from growthpace.platform.core.spec import PIPELINES, PROCESSOR_NEEDS_A_FILESYSTEM
 
 # On CPU, vLLM only pays off on larger models: on a 0.4M model it was no faster than batched
 # transformers, on a 26M model 1.8x faster (docs/performance.md). `auto` uses it from this size on.
@@ -78,8 +78,7 @@ def resolve_pipeline(
         return "actor", f"backend is {backend}; evaluation.vllm_pipeline only applies to vllm"
     if remote_storage:
         if name == "processor":
-            raise ValueError("evaluation.vllm_pipeline: 'processor' needs storage on a filesystem every node "
-                             "mounts; with an object store use 'actor' or 'auto'")
+            raise ValueError(PROCESSOR_NEEDS_A_FILESYSTEM)
         return "actor", "storage is an object store: each scoring actor copies the checkpoint to its node"
     if name != "auto":
         return name, "asked for in the spec"

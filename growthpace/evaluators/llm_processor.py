@@ -23,12 +23,11 @@ from typing import Sequence
 
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan
-from growthpace.evaluators.backends import predict
 from growthpace.evaluators.scoring import Prediction
 from growthpace.evaluators.vllm_backend import engine_args, engine_env, sampling
+from growthpace.platform.core.capacity import ActorBundle
 from growthpace.platform.data.chat import ChatEncoder
 from growthpace.platform.store.checkpoints import checkpoint_dtype
-from growthpace.platform.core.items import Record
 
 # Ray Data's name for the engine stage's actors (MapWorker(MapBatches(vLLMEngineStageUDF))).
 ENGINE_ACTOR_MARK = "vLLMEngineStageUDF"
@@ -97,13 +96,12 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
     from ray.data.llm import vLLMEngineProcessorConfig
 
     engine = engine_args(max_length, gpus > 0, checkpoint_dtype(model_dir), gpus)
-    if gpus > 0:
-        bundles = [{"CPU": 1, "GPU": float(gpus)}]
-    else:
-        bundles = [{"CPU": 1}]  # without it the stage asks for a GPU and waits forever on CPU nodes
     remote_args = remote_args or {}
-    bundles[0].update(remote_args.get("resources", {}))
-    placement = {"accelerator_type": remote_args["accelerator_type"]} if remote_args.get("accelerator_type") else {}
+    # the scoring actor's bundle: no GPU entry on CPU (else the stage asks for a GPU and waits forever)
+    actor = ActorBundle(gpus=float(gpus), custom=dict(remote_args.get("resources", {})),
+                        accelerator_type=remote_args.get("accelerator_type"))
+    bundles = [actor.resources]
+    placement = {"accelerator_type": actor.accelerator_type} if actor.accelerator_type else {}
     return vLLMEngineProcessorConfig(
         model_source=str(model_dir),
         engine_kwargs=engine,
@@ -217,22 +215,3 @@ class ProcessorBackend(Backend):
         nll = [float(results[n + i]["nll"]) for i in range(len(plan.continuations))]
         self.timings = {"total": time.time() - t0, "first_row": first}
         return replies, nll
-
-
-def predict_with_processor(
-    model_dir: str | Path,
-    records: list[Record],
-    limits: dict[str, int] | None = None,
-    *,
-    batch_size: int = 64,
-    gpus: float = 0.0,
-    max_length: int = 1024,
-    timings: dict | None = None,
-    remote_args: dict | None = None,
-) -> list[Prediction]:
-    """``predict`` through a ProcessorBackend: one engine actor for this checkpoint, gone on return."""
-    backend = ProcessorBackend(model_dir, batch_size=batch_size, max_length=max_length, gpus=gpus, remote_args=remote_args)
-    preds = predict(backend, records, limits)
-    if timings is not None:
-        timings.update(backend.timings)
-    return preds

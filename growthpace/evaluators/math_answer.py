@@ -1,7 +1,7 @@
 """The final answer of a chain-of-thought math reply, and the hand-written equivalence rules.
 
 Pure string work: no model, no process, no environment change. ``extract_math_answer`` follows the
-study's order (/work/shared/STUDY_FACTS.md, "Scoring rules in detail", math), with the cleanup STUDY_FACTS
+study's order (shared/STUDY_FACTS.md, "Scoring rules in detail", math), with the cleanup STUDY_FACTS
 asks for (``clean_answer``: natural-language endings are not maths). ``math_equivalent_rules`` is the
 fallback verdict where math_verify (evaluators/math_verify_worker.py) has none. Where a rule here reads
 a reply differently from the study's own code, scoring.DIFFERENCES says so (docs/scoring.md).

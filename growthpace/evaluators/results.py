@@ -1,6 +1,6 @@
 """The result store: what a scored checkpoint leaves in storage, and under which key.
 
-One checkpoint's result is three files under ``cells/<id>/`` (names in ``Layout``)::
+One checkpoint's result is three files under ``cells/<id>/`` (names and columns: platform/store/tables.py)::
 
     predictions/epoch_NNN.parquet   one row per item: prompt, reply, letter log-probs, candidate NLLs,
                                     parsed answer, verdict, random baseline
@@ -23,17 +23,15 @@ import polars as pl
 from growthpace.evaluators.scoring import Prediction, REGISTRY, SCORER_VERSION, score
 from growthpace.platform.core.items import question_kind
 from growthpace.platform.core.cells import Cell
-from growthpace.platform.store.checkpoints import check_checkpoint, checkpoint_hash, checkpoint_list
+from growthpace.platform.store.checkpoints import check_checkpoint, checkpoint_hash, read_checkpoints
 from growthpace.platform.core.items import Record
 from growthpace.platform.store.storage import (Layout, StoredFileError, read_json, read_parquet, rebuild_hint, write_json, write_parquet)
+from growthpace.platform.store.tables import (CELL_SCORES, CELL_SETTINGS, PREDICTIONS, RESULT_BACKEND, RESULT_KEY, SCORES,
+                                              ResultKey)
 from growthpace.platform.core.identity import stable_hash
 
 EvalSets = dict[tuple[str, str], list[Record]]  # (split, ability) -> records
-PREDICTION_COLUMNS = [
-    "split", "ability", "idx", "kind", "prompt", "text", "letter_logprobs", "candidate_nll",
-    "parsed", "correct", "expected",
-]
-ROW_COLUMNS = ["cell_id", "epoch", "key", "backend", *PREDICTION_COLUMNS]
+ROW_COLUMNS = PREDICTIONS.names
 
 
 def eval_set_hash(sets: EvalSets, limits: dict[str, int]) -> str:
@@ -41,13 +39,15 @@ def eval_set_hash(sets: EvalSets, limits: dict[str, int]) -> str:
     return stable_hash([items, sorted(limits.items())], 16)
 
 
-def result_key(ck_hash: str, set_hash: str) -> str:
-    return f"{ck_hash}-{set_hash}-{SCORER_VERSION}"
+def result_key(ck_hash: str, set_hash: str) -> ResultKey:
+    """The key a checkpoint's result is stored under now: its weights, the eval sets, the current scorer."""
+    return ResultKey(ck_hash, set_hash, SCORER_VERSION)
 
 
-def stored_key(layout: Layout, cell_id: str, epoch: int) -> str | None:
+def stored_key(layout: Layout, cell_id: str, epoch: int) -> ResultKey | None:
+    """The key of one epoch's stored result, None before it is scored (read_json checks it is a key)."""
     meta = layout.cell_result(cell_id, epoch)
-    return read_json(meta)["key"] if meta.exists() else None
+    return ResultKey.parse(read_json(meta)[RESULT_KEY]) if meta.exists() else None
 
 
 def flatten_sets(sets: EvalSets) -> tuple[list[tuple[str, str]], list[Record]]:
@@ -59,8 +59,10 @@ def flatten_sets(sets: EvalSets) -> tuple[list[tuple[str, str]], list[Record]]:
     return keys, flat
 
 
-def prediction_rows(cell_id, epoch, key, backend: str, keys: list[tuple[str, str]], flat: list[Record], preds) -> dict[str, list]:
-    """One checkpoint's prediction rows (columns as lists), scored; every pipeline builds them here."""
+def prediction_rows(cell_id, epoch, key: ResultKey | str, backend: str, keys: list[tuple[str, str]], flat: list[Record],
+                    preds) -> dict[str, list]:
+    """One checkpoint's prediction rows (columns as lists, PREDICTIONS), scored; every pipeline builds them here.
+    ``key``: the result key the rows are stored under (a benchmark, which stores nothing, passes "")."""
     out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
     for (split, ability), r, p in zip(keys, flat, preds):
         v = score(r, p)
@@ -86,25 +88,42 @@ def scores_from_predictions(preds: pl.DataFrame) -> pl.DataFrame:
             expected=pl.col("expected").mean() * 100,
             items=pl.len().cast(pl.Int64),
         )
+        .select(CELL_SCORES.names)
     )
 
 
-def store(layout: Layout, cell_id: str, epoch: int, key: str, preds: pl.DataFrame) -> pl.DataFrame:
+def store(layout: Layout, cell_id: str, epoch: int, key: ResultKey, preds: pl.DataFrame) -> pl.DataFrame:
     """Predictions, then scores, then the key file last: a key on disk means both files are whole."""
     scores = scores_from_predictions(preds)
     write_parquet(layout.cell_predictions(cell_id, epoch), preds)
     write_parquet(layout.cell_scores(cell_id, epoch), scores)
-    write_json(layout.cell_result(cell_id, epoch), {"key": key, "backend": preds["backend"][0]})
+    write_json(layout.cell_result(cell_id, epoch), {RESULT_KEY: str(key), RESULT_BACKEND: preds["backend"][0]})
     return scores
+
+
+@dataclass(frozen=True)
+class ToScore:
+    """One checkpoint without a result under its current key: what scoring it needs, and the key its
+    result is stored under."""
+
+    cell_id: str
+    epoch: int
+    path: str
+    key: ResultKey
+
+    def row(self) -> dict:
+        """As a Ray Data row (the key in its string form)."""
+        return {"cell_id": self.cell_id, "epoch": self.epoch, "path": self.path, "key": str(self.key)}
 
 
 @dataclass
 class Pending:
-    """What ``pending`` found: checkpoints without a current result, how many have one, and the cells
-    with a checkpoint list and nothing left to score once ``todo`` is stored."""
+    """What ``pending`` found: the checkpoints to score, how many were scored before (a current result,
+    or a final one whose weights retention removed), and the cells with a checkpoint list (nothing left
+    to score once ``todo`` is stored)."""
 
-    todo: list[dict] = field(default_factory=list)
-    done: int = 0
+    todo: list[ToScore] = field(default_factory=list)
+    scored_before: int = 0
     trained: list[str] = field(default_factory=list)
 
 
@@ -115,25 +134,19 @@ def pending(cells: list[Cell], layout: Layout, set_hash: str) -> Pending:
         if not layout.cell_checkpoints(cell.cell_id).exists():
             continue
         out.trained.append(cell.cell_id)
-        for ck in checkpoint_list(layout, cell.cell_id):
-            have = stored_key(layout, cell.cell_id, ck["epoch"])
-            whole = check_checkpoint(ck["path"], scored=have is not None)  # files gone before scoring: an error
-            ck_hash = checkpoint_hash(ck["path"]) if whole else None
+        for ck in read_checkpoints(layout, cell.cell_id).checkpoints:
+            have = stored_key(layout, cell.cell_id, ck.epoch)
+            whole = check_checkpoint(ck.path, scored=have is not None)  # files gone before scoring: an error
+            ck_hash = checkpoint_hash(ck.path) if whole else None
             if ck_hash is None:  # weights removed by retention after scoring: the stored result is final
-                out.done += 1
+                out.scored_before += 1
                 continue
             key = result_key(ck_hash, set_hash)
             if have == key:
-                out.done += 1
+                out.scored_before += 1
             else:
-                out.todo.append({"cell_id": cell.cell_id, "epoch": ck["epoch"], "path": ck["path"], "key": key})
+                out.todo.append(ToScore(ck.cell_id, ck.epoch, ck.path, key))
     return out
-
-
-def plan_scoring(cells: list[Cell], layout: Layout, set_hash: str) -> tuple[list[dict], int]:
-    """(checkpoints whose current key has no stored result, number already scored)."""
-    found = pending(cells, layout, set_hash)
-    return found.todo, found.done
 
 
 def check_checkpoints(cells: list[Cell], layout: Layout) -> int:
@@ -142,8 +155,8 @@ def check_checkpoints(cells: list[Cell], layout: Layout) -> int:
     for cell in cells:
         if not layout.cell_checkpoints(cell.cell_id).exists():
             continue
-        for ck in checkpoint_list(layout, cell.cell_id):
-            check_checkpoint(ck["path"], scored=stored_key(layout, cell.cell_id, ck["epoch"]) is not None)
+        for ck in read_checkpoints(layout, cell.cell_id).checkpoints:
+            check_checkpoint(ck.path, scored=stored_key(layout, cell.cell_id, ck.epoch) is not None)
             n += 1
     return n
 
@@ -187,6 +200,14 @@ def _stored_prediction(f, row: dict, by_key: dict) -> tuple[Record, Prediction]:
     return record, Prediction(text=row["text"] or "", letter_logprobs=letters, candidate_nll=nll)
 
 
+def _stored_row_key(f, row: dict) -> ResultKey:
+    """The result key a stored prediction row was scored under, or a StoredFileError naming the file."""
+    try:
+        return ResultKey.parse(row["key"])
+    except ValueError as e:
+        raise StoredFileError(f"{f}: column 'key' is not a result key ({e}); {rebuild_hint(f)}") from None
+
+
 def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str, int]) -> Rescored:
     """Re-apply the current scorers to stored predictions (no model is run).
 
@@ -197,7 +218,9 @@ def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str,
     set_hash = eval_set_hash(sets, limits)
     files = [f for cell in cells for f in layout.cell_prediction_files(cell.cell_id)]
     for f in files:
-        for row in read_parquet(f).to_dicts():
+        rows = read_parquet(f).to_dicts()
+        _stored_row_key(f, rows[0])
+        for row in rows:
             _stored_prediction(f, row, by_key)
     out = Rescored()
     for cell in cells:
@@ -212,9 +235,8 @@ def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str,
                     out.changed[kind] += 1
                 out.verdicts += 1
                 row.update(kind=kind, parsed=v.parsed, correct=bool(v.correct), expected=float(v.expected))
-            ck_hash = rows[0]["key"].split("-")[0]
-            key = result_key(ck_hash, set_hash)
-            new = pl.DataFrame(rows, schema=preds.schema).with_columns(key=pl.lit(key))
+            key = result_key(_stored_row_key(f, rows[0]).checkpoint, set_hash)  # same weights, current sets and scorer
+            new = pl.DataFrame(rows, schema=preds.schema).with_columns(key=pl.lit(str(key)))
             store(layout, cell.cell_id, int(rows[0]["epoch"]), key, new)
             out.files += 1
     return out
@@ -234,10 +256,9 @@ def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
         if part.is_empty():
             continue
         params = cell.params()
-        meta = {k: params[k] for k in ("model", "size", "source", "volume", "mix", "seed", "epochs")}
-        frames.append(part.with_columns(**{k: pl.lit(v) for k, v in meta.items()}))
+        frames.append(part.with_columns(**{k: pl.lit(params[k]) for k, _ in CELL_SETTINGS}))
     if not frames:
         return pl.DataFrame()
-    out = pl.concat(frames, how="vertical_relaxed").sort(["cell_id", "epoch", "split", "ability"])
+    out = pl.concat(frames, how="vertical_relaxed").sort(["cell_id", "epoch", "split", "ability"]).select(SCORES.names)
     write_parquet(layout.scores, out)
     return out

@@ -4,7 +4,7 @@ In the style of lm-evaluation-harness, an item's *kind* decides everything about
 must produce (``needs``: generated text, or candidate log-likelihoods), how many tokens it may
 generate, how the reply is parsed, when it is correct, and the item's random-baseline expected score.
 ``REGISTRY`` maps each kind to a ``KindSpec`` holding those rules; ``score`` dispatches through it.
-The rules are the study's, as /work/shared/STUDY_FACTS.md ("Scoring rules in detail") states them;
+The rules are the study's, as the DoIT study facts (shared/STUDY_FACTS.md, "Scoring rules in detail") state them;
 every deliberate difference from the study's own code is one entry of ``DIFFERENCES`` (the table in
 docs/scoring.md is checked against it by tests/test_scoring.py).
 
@@ -324,12 +324,6 @@ assert set(REGISTRY) == set(KINDS)
 
 def _spec(record: Record) -> KindSpec:
     return REGISTRY[question_kind(record)]
-
-
-def expected_score(record: Record) -> float:
-    """Random-baseline expected score: 1/n for n-way choice, 1/#candidates for perplexity ranking,
-    1/2 true/false, 0 cloze and math, 1/C(4,k) for ethics with k gold letters."""
-    return _spec(record).expected(record)
 
 
 def needs(record: Record) -> str:

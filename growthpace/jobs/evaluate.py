@@ -29,6 +29,7 @@ from growthpace.evaluators.results import (
     ROW_COLUMNS,
     EvalSets,
     Pending,
+    ToScore,
     cell_scores,
     collect_scores,
     eval_set_hash,
@@ -40,10 +41,12 @@ from growthpace.evaluators.results import (
     store,
 )
 from growthpace.jobs.progress import active, console, scoring_progress
+from growthpace.platform.core.capacity import SCORING_ACTOR_CPUS
 from growthpace.platform.core.cells import Cell
-from growthpace.platform.store.checkpoints import checkpoint_list, model_dir, remove_weights
+from growthpace.platform.store.checkpoints import model_dir, read_checkpoints, remove_weights
 from growthpace.platform.core.selection import best_valid_epoch
 from growthpace.platform.store.storage import Layout, as_location, localize
+from growthpace.platform.store.tables import ResultKey
 
 
 
@@ -69,7 +72,7 @@ class CheckpointScorer:
         torch.set_num_threads(1)
         keys, flat = flatten_sets(self.sets)
         out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
-        for cell_id, epoch, path, key in zip(batch["cell_id"], batch["epoch"], batch["path"], batch["key"]):
+        for cell_id, epoch, path, key in zip(batch["cell_id"], batch["epoch"], batch["path"], batch["key"]):  # ToScore.row
             self.engine = warm(self.engine, self.backend, localize(model_dir(path)), self.batch_size, self.max_length,
                                say=console.print, gpus=self.gpus)
             preds = predict(self.engine, flat, self.limits)
@@ -82,7 +85,7 @@ def evaluate(cells: list[Cell], layout: Layout, sets: EvalSets, *, limits: dict[
     """Score every checkpoint without a current result; returns (scored, skipped). ``how``: as score_pending."""
     found = pending(cells, layout, eval_set_hash(sets, limits or {}))
     score_pending(found, layout, sets, limits=limits, **how)
-    return len(found.todo), found.done
+    return len(found.todo), found.scored_before
 
 
 def score_pending(
@@ -115,13 +118,13 @@ def score_pending(
                              max_length=max_length)
         return
     ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+    ds = ray.data.from_items([t.row() for t in todo], override_num_blocks=len(todo)).map_batches(
         CheckpointScorer,
         fn_constructor_kwargs={"sets": sets, "backend": backend, "batch_size": batch_size, "limits": limits,
                                "max_length": max_length, "gpus": num_gpus},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(concurrency, len(todo))),
-        num_cpus=1,
+        num_cpus=SCORING_ACTOR_CPUS,  # the actor's bundle (platform/core/capacity.py scoring_bundle)
         num_gpus=num_gpus,
         **(remote_args or {}),
     )
@@ -129,14 +132,14 @@ def score_pending(
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             frame = pl.from_pandas(batch)
             for (cell_id, epoch, key), part in frame.group_by(["cell_id", "epoch", "key"], maintain_order=True):
-                scores = store(layout, cell_id, epoch, key, part)
+                scores = store(layout, cell_id, epoch, ResultKey.parse(key), part)
                 if on_scored:
                     on_scored(cell_id, epoch, scores)
                 progress.advance()
 
 
 def score_with_processor(
-    todo: list[dict],
+    todo: list[ToScore],
     layout: Layout,
     sets: EvalSets,
     *,
@@ -157,13 +160,8 @@ def score_with_processor(
     from growthpace.evaluators.backends import predict
 
     keys, flat = flatten_sets(sets)
-    for ck in todo:
-        if "://" in str(ck["path"]):
-            raise ValueError(f"{ck['path']}: the processor pipeline loads checkpoints by path from a filesystem "
-                             "every node mounts; set evaluation.vllm_pipeline: actor for object-store storage")
-
-    def one(ck: dict):
-        engine = ProcessorBackend(Path(model_dir(ck["path"])), batch_size=batch_size, max_length=max_length,
+    def one(ck: ToScore):
+        engine = ProcessorBackend(Path(model_dir(ck.path)), batch_size=batch_size, max_length=max_length,
                                   gpus=num_gpus, remote_args=remote_args)
         return predict(engine, flat, limits)
 
@@ -172,10 +170,10 @@ def score_with_processor(
         futures = {pool.submit(one, ck): ck for ck in todo}
         for done in as_completed(futures):
             ck = futures[done]
-            part = pl.DataFrame(prediction_rows(ck["cell_id"], ck["epoch"], ck["key"], "vllm", keys, flat, done.result()))
-            scores = store(layout, ck["cell_id"], ck["epoch"], ck["key"], part)
+            part = pl.DataFrame(prediction_rows(ck.cell_id, ck.epoch, ck.key, "vllm", keys, flat, done.result()))
+            scores = store(layout, ck.cell_id, ck.epoch, ck.key, part)
             if on_scored:
-                on_scored(ck["cell_id"], ck["epoch"], scores)
+                on_scored(ck.cell_id, ck.epoch, scores)
             progress.advance()
 
 
@@ -185,15 +183,15 @@ def apply_retention(cell: Cell, layout: Layout, policy: str, best_epoch: int | N
     if policy == "all":
         return []
     removed = []
-    for ck in checkpoint_list(layout, cell.cell_id):
-        if policy == "best" and ck["epoch"] == best_epoch:
+    for ck in read_checkpoints(layout, cell.cell_id).checkpoints:
+        if policy == "best" and ck.epoch == best_epoch:
             continue
-        if stored_key(layout, cell.cell_id, ck["epoch"]) is None:
+        if stored_key(layout, cell.cell_id, ck.epoch) is None:
             continue  # never delete what has not been scored
-        if not as_location(ck["path"]).resolve().is_relative_to(layout.root.resolve()):
-            console.print(f"[yellow]warning:[/] {ck['path']}: outside storage {layout.root}; not deleted")
+        if not as_location(ck.path).resolve().is_relative_to(layout.root.resolve()):
+            console.print(f"[yellow]warning:[/] {ck.path}: outside storage {layout.root}; not deleted")
             continue  # a checkpoint list never makes the study delete outside its storage
-        removed += remove_weights(ck["path"])
+        removed += remove_weights(ck.path)
     return removed
 
 
@@ -209,14 +207,13 @@ class Scoring:
         from growthpace.evaluators.engines import resolve, resolve_pipeline
         from growthpace.jobs.placement import scoring_placement
         from growthpace.jobs.study import tracker_for
-        from growthpace.platform.data.dataset import load_eval_sets
-        from growthpace.platform.train.models import describe
+        from growthpace.jobs.study import model_params
 
         self.spec, self.study = spec, study
         self.tracker, _, self.run_ids = tracker_for(study)
-        self.sets = load_eval_sets(spec)
+        self.sets = study.eval_sets  # read once, when the command prepared the study (jobs/study.py check_inputs)
         self.set_hash = eval_set_hash(self.sets, spec.evaluation.max_new_tokens)
-        largest = max(describe(m.name, study.tokenizer)[0] for m in spec.models)
+        largest = max(model_params(study).values())
         gpu = any(scoring_placement(spec.evaluation, m.size).gpus > 0 for m in spec.models)
         self.backend, why = resolve(spec.evaluation.backend, params=largest, gpu=gpu)
         say = active().note_once if active() is not None else console.print
@@ -242,18 +239,18 @@ class Scoring:
         # a finished cell (every epoch scored, retention applied) is not re-checked on the next pass
         found = pending([c for c in self.study.cells if c.cell_id not in self.finished], layout, self.set_hash)
         if active() is not None:
-            active().scored_before(found.done)
+            active().scored_before(found.scored_before)
         size = {c.cell_id: c.size for c in self.study.cells}
-        for s in dict.fromkeys(size[ck["cell_id"]] for ck in found.todo):
+        for s in dict.fromkeys(size[ck.cell_id] for ck in found.todo):
             # one size at a time: its own actors (warm engines of one shape), GPUs and node type
             where = scoring_placement(ev, s)
-            part = Pending(todo=[ck for ck in found.todo if size[ck["cell_id"]] == s])
+            part = Pending(todo=[ck for ck in found.todo if size[ck.cell_id] == s])
             score_pending(part, layout, self.sets, backend=self.backend, batch_size=ev.batch_size,
                           concurrency=where.concurrency, limits=ev.max_new_tokens, num_gpus=where.gpus,
                           on_scored=self._log, pipeline=self.pipeline, remote_args=where.remote_args,
                           max_length=self.max_length)
         self.scored += len(found.todo)
-        self.skipped = found.done if not found.todo else self.skipped
+        self.skipped = found.scored_before if not found.todo else self.skipped
         for cell in self.study.cells:
             if cell.cell_id in self.finished or cell.cell_id not in found.trained:
                 continue
@@ -306,10 +303,9 @@ def run_evaluate(spec, study=None) -> pl.DataFrame:
 def run_rescore(spec) -> int:
     """Re-apply the current scorers to every stored prediction; print how many verdicts changed."""
     from growthpace.jobs.study import prepare
-    from growthpace.platform.data.dataset import load_eval_sets
 
     study = prepare(spec, write=True)
-    done = rescore(study.cells, study.layout, load_eval_sets(spec), spec.evaluation.max_new_tokens)
+    done = rescore(study.cells, study.layout, study.eval_sets, spec.evaluation.max_new_tokens)
     collect_scores(study.cells, study.layout)
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(done.changed.items())) or "none"
     console.print(f"rescore: re-applied the scorers to {done.files} stored prediction file(s); no model was run")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from growthpace.platform.core.batching import global_batch, optimizer_steps
+from growthpace.platform.core.capacity import TrialBundles, scoring_bundle, trial_bundles
 from growthpace.platform.core.cells import Cell
 
 
@@ -28,20 +29,19 @@ def scaling_config(cell: Cell):
 def worker_scaling(workers: int, cpus: float, gpus: float, custom: dict[str, float], placement: str,
                    accelerator_type: str | None):
     """A ScalingConfig from a model's resources (models[].resources): a cell's trial, a pre-training's."""
+    return ray_scaling(trial_bundles(workers, cpus, gpus, custom, placement, accelerator_type))
+
+
+def ray_scaling(trial: TrialBundles):
+    """Ray Train's ScalingConfig of a trial's workers (platform/core/capacity.py trial_bundles)."""
     from ray.train import ScalingConfig
 
-    gpu = gpus > 0
-    per_worker = {
-        "CPU": cpus,
-        **({"GPU": gpus} if gpu else {}),
-        **custom,  # a resource only one node type declares (cluster.yaml), e.g. large_gpu
-    }
     return ScalingConfig(
-        num_workers=workers,
-        use_gpu=gpu,
-        resources_per_worker=per_worker,
-        placement_strategy=placement.upper(),
-        accelerator_type=accelerator_type,
+        num_workers=trial.workers,
+        use_gpu=trial.gpu,
+        resources_per_worker=dict(trial.worker),
+        placement_strategy=trial.placement.upper(),
+        accelerator_type=trial.accelerator_type,
     )
 
 
@@ -58,12 +58,13 @@ class ScoringPlacement:
 def scoring_placement(evaluation, size: str | None = None) -> ScoringPlacement:
     """The scoring actors of ``size`` (EvaluationSpec.scoring_for: by_size over the evaluation-wide settings)."""
     own = evaluation.scoring_for(size)
+    actor = scoring_bundle(own)
     args: dict[str, Any] = {}
-    if own.custom:
-        args["resources"] = dict(own.custom)
-    if own.accelerator_type:
-        args["accelerator_type"] = own.accelerator_type
-    return ScoringPlacement(gpus=own.gpus, concurrency=own.concurrency, remote_args=args)
+    if actor.custom:
+        args["resources"] = dict(actor.custom)
+    if actor.accelerator_type:
+        args["accelerator_type"] = actor.accelerator_type
+    return ScoringPlacement(gpus=actor.gpus, concurrency=own.concurrency, remote_args=args)
 
 
 def scoring_remote_args(evaluation, size: str | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from growthpace.jobs.progress import console
 from growthpace.platform.data.dataset import load_pool
 from growthpace.platform.analysis import growth
 from growthpace.platform.report import page
@@ -23,6 +24,7 @@ from growthpace.platform.report import plots
 from growthpace.platform.analysis.summary import analyse, formulations
 from growthpace.platform.train.models import param_count
 from growthpace.platform.core.selection import select
+from growthpace.platform.store.checkpoints import read_checkpoints
 from growthpace.platform.store.storage import Layout, StoragePath, is_remote, read_json, read_parquet, upload_tree, write_bytes
 
 
@@ -71,23 +73,26 @@ def cell_costs(storage: StoragePath, scores: pl.DataFrame, spec=None) -> dict[st
     x its GPUs / CPUs, in checkpoints.json) where recorded, else `plan`'s estimate where the spec
     declares a throughput for the model; cells with neither are left out (their cost shows n/a)."""
     out: dict[str, dict] = {}
+    layout = Layout(storage)
     for cell_id in scores["cell_id"].unique().to_list():
-        path = Layout(storage).cell_checkpoints(cell_id)
-        done = read_json(path) if path.exists() else {}
-        if done.get("wall_s") is not None:
-            hours = float(done["wall_s"]) / 3600
-            out[cell_id] = {"gpu_hours": hours * float(done.get("gpus", 0)),
-                            "core_hours": hours * float(done.get("cpus", 0)), "basis": "measured"}
+        done = read_checkpoints(layout, cell_id) if layout.cell_checkpoints(cell_id).exists() else None
+        if done is not None and done.wall_s is not None:
+            hours = done.wall_s / 3600
+            out[cell_id] = {"gpu_hours": hours * (done.gpus or 0.0),
+                            "core_hours": hours * (done.cpus or 0.0), "basis": "measured"}
     missing = set(scores["cell_id"].unique().to_list()) - set(out)
     if spec is not None and missing and any(m.resources.throughput_tokens_per_gpu_s for m in spec.models):
-        try:
-            from growthpace.jobs.study import plan_rows, prepare
+        from growthpace.jobs.entry import input_errors
+        from growthpace.jobs.study import plan_rows, prepare
 
-            for r in plan_rows(prepare(spec, write=False)):
-                if r["cell_id"] in missing and r["gpu_hours"] is not None:
-                    out[r["cell_id"]] = {"gpu_hours": r["gpu_hours"], "core_hours": None, "basis": "plan"}
-        except Exception:  # the plan needs the inputs as they were; without them costs show n/a
-            pass
+        try:
+            rows = plan_rows(prepare(spec, write=False))
+        except input_errors() as e:  # the plan needs the inputs as they were; without them costs show n/a
+            console.print(f"report: planned costs unavailable ({str(e).splitlines()[0]}); those cells' cost shows n/a")
+            rows = []
+        for r in rows:
+            if r["cell_id"] in missing and r["gpu_hours"] is not None:
+                out[r["cell_id"]] = {"gpu_hours": r["gpu_hours"], "core_hours": None, "basis": "plan"}
     return out
 
 

@@ -79,7 +79,8 @@ def run_report(spec: Spec) -> str:
 
 def run_sync(spec: Spec, study: Study | None = None) -> int:
     """Log to MLflow every metric the study's storage holds and MLflow lacks (idempotent)."""
-    from growthpace.platform.store.storage import localize, read_json, read_parquet
+    from growthpace.platform.store.checkpoints import read_checkpoints
+    from growthpace.platform.store.storage import localize, read_parquet
 
     preflight(spec.tracking_uri)
     study = study or prepare(spec, write=True)
@@ -87,11 +88,11 @@ def run_sync(spec: Spec, study: Study | None = None) -> int:
     tracker, parent, run_ids = tracker_for(study)
     added = 0
     for cell in study.cells:
-        marker = layout.cell_checkpoints(cell.cell_id)
-        if not marker.exists():
+        if not layout.cell_checkpoints(cell.cell_id).exists():
             continue
         series: dict[str, dict[int, float]] = {
-            "train/loss": {ck["epoch"]: ck["train_loss"] for ck in read_json(marker)["checkpoints"]}
+            "train/loss": {ck.epoch: ck.train_loss for ck in read_checkpoints(layout, cell.cell_id).checkpoints
+                           if ck.train_loss is not None}
         }
         for f in layout.cell_score_files(cell.cell_id):
             for epoch, split, ability, score in read_parquet(f).select("epoch", "split", "ability", "score").iter_rows():

@@ -11,6 +11,7 @@ from growthpace.platform.data.chat import ChatEncoder
 from growthpace.platform.data.dataset import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
                                      write_cell_tokens)
 from growthpace.platform.core.footprint import checkpoint_footprint
+from growthpace.platform.core.items import Record
 from growthpace.platform.core.presets import PRESETS
 from growthpace.platform.train.models import ensure_base_model, ensure_tokenizer, param_count, read_or_train_bpe
 from growthpace.platform.core.spec import Spec
@@ -25,6 +26,9 @@ class Study:
     cells: list[Cell]
     tokenizer: object
     tokenizer_key: str | None
+    # (split, ability) -> eval items, read and checked once per command (check_inputs); None for `plan`
+    # without the data (data.declared)
+    eval_sets: dict[tuple[str, str], list[Record]] | None = None
 
 
 def prepare(spec: Spec, *, write: bool, ray: tuple[str, ...] = ()) -> Study:
@@ -45,26 +49,28 @@ def prepare(spec: Spec, *, write: bool, ray: tuple[str, ...] = ()) -> Study:
     dataset = load_dataset(spec)
     cells = expand(spec, dataset.pool, dataset.fingerprint, dataset.corpus_digests)
     layout = Layout.for_spec(spec)
-    check_inputs(spec, cells, layout, write=write, ray=ray)  # everything read and validated before the first write
+    sets = check_inputs(spec, cells, layout, write=write, ray=ray)  # everything read and validated before the first write
     if write:
         tokenizer, key = ensure_tokenizer(layout, dataset.train_records(), dataset.fingerprint)
     else:  # the same BPE that ensure_tokenizer stores, bare: plan imports neither transformers nor torch
         tokenizer, key = read_or_train_bpe(layout, dataset.train_records(), dataset.fingerprint), None
-    return Study(spec, layout, dataset, cells, tokenizer, key)
+    return Study(spec, layout, dataset, cells, tokenizer, key, sets)
 
 
-def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, ray: tuple[str, ...] = ()) -> None:
+def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool,
+                 ray: tuple[str, ...] = ()) -> dict[tuple[str, str], list[Record]]:
     """The up-front validation of every input a job reads, so a bad one fails before anything is
     written under storage or to MLflow (docs/reliability.md). The train pool was read by load_dataset
     and the allocations by expand; here: the eval sets the spec scores, each model (a preset, or an HF
     path whose config loads and whose folder has weights and a tokenizer; `plan` checks only the models
     it must load), for the writing commands every trained cell's checkpoints (platform/store/checkpoints.py), and
     for the commands that use Ray (``ray``: "training", "scoring") whether the cluster can place every
-    trial and scoring actor (platform/core/capacity.py): Ray starts only after every file check passed."""
+    trial and scoring actor (platform/core/capacity.py): Ray starts only after every file check passed.
+    Returns the eval sets it read: the command scores these, never reading them again."""
     from growthpace.platform.data.dataset import load_eval_sets
     from growthpace.platform.train.models import check_model
 
-    load_eval_sets(spec)
+    sets = load_eval_sets(spec)
     if write:
         check_scoring_backend(spec)
     for i, m in enumerate(spec.models):
@@ -78,6 +84,7 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool, 
         check_stored(cells, layout)
     if ray:
         check_capacity(spec, training="training" in ray, scoring="scoring" in ray)
+    return sets
 
 
 def check_corpora(spec: Spec) -> None:
@@ -98,11 +105,8 @@ def check_stored(cells: list[Cell], layout: Layout) -> None:
     from growthpace.platform.store.storage import check_table, read_json
 
     for cell in cells:
-        folder = layout.cell(cell.cell_id)
-        for sub in ("scores", "predictions"):
-            if (folder / sub).is_dir():
-                for f in sorted((folder / sub).glob("epoch_*.parquet")):
-                    check_table(f)
+        for f in (*layout.cell_score_files(cell.cell_id), *layout.cell_prediction_files(cell.cell_id)):
+            check_table(f)
         for f in (layout.cell_run(cell.cell_id), layout.cell_card(cell.cell_id)):
             if f.exists():
                 read_json(f)

@@ -13,7 +13,8 @@ from typing import Any
 from growthpace.jobs.errors import SweepError
 from growthpace.platform.core.cells import Cell
 from growthpace.platform.core.spec import TrainingSpec
-from growthpace.platform.store.storage import Layout, StoragePath, write_json
+from growthpace.platform.store.checkpoints import EPOCH, TIMING, TRAIN_LOSS, CellCheckpoints, CheckpointRef, write_checkpoints
+from growthpace.platform.store.storage import Layout, StoragePath
 from growthpace.platform.core.identity import stable_hash
 
 
@@ -45,28 +46,28 @@ def _cell_trial(param: dict[str, Any]) -> None:
     wall_s = time.monotonic() - started
     # Ray gives paths inside its filesystem ("bucket/prefix/..." on S3): stored as URIs there.
     scheme = f"{layout.root.scheme}://" if layout.remote else ""
+    # The epoch's metrics (platform/train/train.py train_cell) carry the checkpoint list's names.
     checkpoints = sorted(
-        ({"epoch": int(m["epoch"]), "train_loss": float(m["train_loss"]), "path": scheme + ck.path}
+        (CheckpointRef(cell.cell_id, int(m[EPOCH]), scheme + ck.path, float(m[TRAIN_LOSS]))
          for ck, m in result.best_checkpoints),
-        key=lambda c: c["epoch"],
+        key=lambda c: c.epoch,
     )
-    if [c["epoch"] for c in checkpoints] != list(range(1, cell.epochs + 1)):
-        raise SweepError(f"cell {cell.cell_id}: expected epochs 1..{cell.epochs}, got {[c['epoch'] for c in checkpoints]}")
+    if [c.epoch for c in checkpoints] != list(range(1, cell.epochs + 1)):
+        raise SweepError(f"cell {cell.cell_id}: expected epochs 1..{cell.epochs}, got {[c.epoch for c in checkpoints]}")
     # What the cell cost, for the report's GPU-hours: this fit's wall time (a resumed cell counts only
     # its last attempt) and the resources it held meanwhile.
-    last = max((m for _, m in result.best_checkpoints), key=lambda m: int(m["epoch"]))
-    timing = {k: float(last[k]) for k in ("compute_s", "setup_s", "imports_s") if k in last}
-    write_json(layout.cell_checkpoints(cell.cell_id), {
-        "cell_id": cell.cell_id, "checkpoints": checkpoints, "wall_s": wall_s, **timing,
-        "gpus": cell.workers * cell.gpus_per_worker, "cpus": cell.driver_cpus + cell.workers * cell.cpus_per_worker,
-    })
+    last = max((m for _, m in result.best_checkpoints), key=lambda m: int(m[EPOCH]))
+    write_checkpoints(layout, CellCheckpoints(
+        cell.cell_id, tuple(checkpoints), wall_s=wall_s, timing={k: float(last[k]) for k in TIMING if k in last},
+        gpus=cell.workers * cell.gpus_per_worker, cpus=cell.driver_cpus + cell.workers * cell.cpus_per_worker,
+    ))
     if not config["train"].get("keep_resume_state"):  # finished: only a rerun of the same epochs could use it
         for ck, _ in result.best_checkpoints:
             drop_resume_state_at(ck.filesystem, ck.path)
     # One report from this thread when the cell is done. Ray's TuneReportCallback forwards every epoch
     # through an inter-actor queue instead, and its last report can race the trial's return: seen here
     # as a trial stuck forever in Queue.put (ray/train/_internal/session.py) after training finished.
-    tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1]["train_loss"]})
+    tune.report({"epochs": cell.epochs, "train_loss": checkpoints[-1].train_loss})
 
 
 def _last_line(text: str) -> str:

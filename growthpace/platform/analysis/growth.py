@@ -61,7 +61,10 @@ SATURATION = 0.9  # the saturation volume reaches this fraction of the way from 
 # writing 1,000, the rest even. Scaled to another budget it is the reference the recommender must beat.
 RECONSTRUCT = {"ethics": 64 / 10000, "role_play": 64 / 10000, "creative_writing": 1000 / 10000}
 
-CLASSES = ("volume and size", "volume only", "saturates early", "size only", "flat")
+# The pace classes, named once (pace_class assigns them; the summary and the report read them).
+VOLUME_AND_SIZE, VOLUME_ONLY, SATURATES_EARLY, SIZE_ONLY, FLAT = (
+    "volume and size", "volume only", "saturates early", "size only", "flat")
+CLASSES = (VOLUME_AND_SIZE, VOLUME_ONLY, SATURATES_EARLY, SIZE_ONLY, FLAT)
 _POSITIVE = 1e-3  # an interval's lower end "above zero" must clear fit round-off (points)
 
 
@@ -433,11 +436,11 @@ def classify(
         why.append(f"90% of gain at {saturation:,.0f} items {where} {largest / 2**early_doublings:,.0f} "
                    f"({early_doublings:g} doublings before {largest:,.0f})")
     if early:
-        cls = "saturates early"
+        cls = SATURATES_EARLY
     elif vol:
-        cls = "volume and size" if size else "volume only"
+        cls = VOLUME_AND_SIZE if size else VOLUME_ONLY
     else:
-        cls = "size only" if size else "flat"
+        cls = SIZE_ONLY if size else FLAT
     return cls, "; ".join(why)
 
 

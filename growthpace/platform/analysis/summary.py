@@ -172,7 +172,7 @@ def _pace_findings(abilities: list[dict], threshold: float) -> dict:
                     "separated": faster["gain"]["lo"] > slower["gain"]["hi"]}
     return {"measure": "range_gain_per_doubling", "threshold": threshold, "rows": rows,
             "fastest": fast, "at_least_threshold": len(fast),
-            "flat": [r["ability"] for r in rows if r["class"] == "flat"],
+            "flat": [r["ability"] for r in rows if r["class"] == growth.FLAT],
             "classes": classes, "class_count": len(classes),
             "widest_pair": pair, "non_overlapping": bool(pair and pair["separated"])}
 

@@ -56,6 +56,84 @@ def _pin(accelerator_type: str | None) -> dict[str, float]:
     return {f"{ACCELERATOR}{accelerator_type}": PINNED} if accelerator_type else {}
 
 
+# ---------------------------------------------------------------- the bundles the study asks Ray for
+#
+# Written once: jobs/placement.py turns them into Ray Train's ScalingConfig and the scoring actors'
+# Ray arguments, evaluators/llm_processor.py into the processor engine's placement group, and
+# placement_problems below compares them with the cluster.
+
+SCORING_ACTOR_CPUS = 1.0  # each scoring actor (one engine); its GPUs are the engine's tensor parallel
+
+
+@dataclass(frozen=True)
+class TrialBundles:
+    """One training trial: its driver (Tune's trial, ``driver_cpus`` CPUs) and ``workers`` Ray Train workers
+    of ``worker`` each, placed by ``placement`` and, when ``accelerator_type`` names one, pinned to it."""
+
+    workers: int
+    worker: dict[str, float]  # resources_per_worker: CPU, GPU only when it has any, custom resources
+    driver_cpus: float
+    placement: str
+    accelerator_type: str | None = None
+
+    @property
+    def gpu(self) -> bool:
+        return self.worker.get("GPU", 0.0) > 0
+
+    @property
+    def driver(self) -> dict[str, float]:
+        return {"CPU": self.driver_cpus}
+
+    @property
+    def placed_worker(self) -> dict[str, float]:
+        """One worker's bundle as Ray places it: ``worker`` and the accelerator pin Ray Train adds for it."""
+        return {**self.worker, **_pin(self.accelerator_type)}
+
+
+def trial_bundles(workers: int, cpus_per_worker: float, gpus_per_worker: float, custom: dict[str, float],
+                  placement: str, accelerator_type: str | None, driver_cpus: float = 0.0) -> TrialBundles:
+    """A trial's bundles from a model's resources (models[].resources; a cell and a pre-training carry the same)."""
+    worker = {
+        "CPU": cpus_per_worker,
+        **({"GPU": gpus_per_worker} if gpus_per_worker > 0 else {}),
+        **custom,  # a resource only one node type declares (cluster.yaml), e.g. large_gpu
+    }
+    return TrialBundles(workers=workers, worker=worker, driver_cpus=driver_cpus, placement=placement,
+                        accelerator_type=accelerator_type)
+
+
+def model_trial(resources) -> TrialBundles:
+    """The bundles of each trial of a model (its spec ``resources``)."""
+    r = resources
+    return trial_bundles(r.workers, r.cpus_per_worker, r.gpus_per_worker, dict(r.custom), r.placement,
+                         r.accelerator_type, r.driver_cpus)
+
+
+@dataclass(frozen=True)
+class ActorBundle:
+    """One scoring actor (a warm engine): a CPU, its GPUs, custom resources and, when named, its node type."""
+
+    gpus: float
+    custom: dict[str, float]
+    accelerator_type: str | None = None
+    cpus: float = SCORING_ACTOR_CPUS
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """Its placement-group bundle: no GPU entry without GPUs (else a CPU engine waits for one forever)."""
+        return {"CPU": self.cpus, **({"GPU": self.gpus} if self.gpus > 0 else {}), **self.custom}
+
+    @property
+    def placed(self) -> dict[str, float]:
+        """The bundle as Ray places it: with the accelerator pin its accelerator_type adds."""
+        return {**self.resources, **_pin(self.accelerator_type)}
+
+
+def scoring_bundle(where) -> ActorBundle:
+    """A scoring actor of one model size (``where``: EvaluationSpec.scoring_for(size))."""
+    return ActorBundle(gpus=float(where.gpus), custom=dict(where.custom or {}), accelerator_type=where.accelerator_type)
+
+
 def cluster_totals(present: list[dict[str, float]], node_types: list[NodeType] | None) -> dict[str, float]:
     """The most of each resource the cluster can ever hold: what it has, or what its node types scale to."""
     totals: dict[str, float] = {}
@@ -92,7 +170,8 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
     out: list[tuple[str, str]] = []
     for i, m in enumerate(spec.models if training else []):
         r = m.resources
-        worker = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker, **r.custom, **_pin(r.accelerator_type)}
+        trial = model_trial(r)
+        worker = trial.placed_worker
         who = f"model size {m.size!r} ({m.name})"
         k = too_big(worker)
         if k is not None and k.startswith(ACCELERATOR):
@@ -104,7 +183,7 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
             out.append((_field(i, k), f"{who} asks for {_fmt(worker[k])} {k} per training worker; the largest node "
                                       f"of the cluster has {_fmt(largest)} {k} {gone} (cluster: {has})"))
             continue
-        if too_big({"CPU": r.driver_cpus}):
+        if too_big(trial.driver):
             out.append((f"models[{i}].resources.driver_cpus",
                         f"{who} asks for {_fmt(r.driver_cpus)} CPU for its trial's driver; no node has that many {gone}"))
             continue
@@ -118,9 +197,9 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
                                  + f"); the cluster can hold {_fmt(totals.get(k, 0.0))} {k} {gone} (cluster: {has})"))
                 break
         # strict_pack (jobs/placement.py) puts all of a trial's workers on one node: one node must hold them
-        trial = {k: r.workers * per for k, per in worker.items()}
-        if len(out) == found and r.placement == "strict_pack" and not any(_fits(trial, s) for s in shapes):
-            shown = ", ".join(f"{_fmt(v)} {k}" for k, v in trial.items() if v > 0 and _shown(k))
+        whole = {k: r.workers * per for k, per in worker.items()}
+        if len(out) == found and r.placement == "strict_pack" and not any(_fits(whole, s) for s in shapes):
+            shown = ", ".join(f"{_fmt(v)} {k}" for k, v in whole.items() if v > 0 and _shown(k))
             out.append((f"models[{i}].resources.placement",
                         f"{who}: placement strict_pack keeps a trial's {r.workers} workers on one node, and no node "
                         f"holds {shown} {gone}; set placement: pack (or fewer workers) (cluster: {has})"))
@@ -134,7 +213,7 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
 
         who = f"each scoring actor of size {size}" if own is not None else "each scoring actor"
         gpus = where.gpus
-        actor = {"CPU": 1.0, "GPU": gpus, **where.custom, **_pin(where.accelerator_type)}
+        actor = scoring_bundle(where).placed
         k = too_big(actor) if scoring and (gpus > 0 or where.custom or where.accelerator_type) else None
         if k == "GPU" or (k == "CPU" and gpus > 0):
             largest = max((s.get("GPU", 0.0) for s in shapes), default=0.0)

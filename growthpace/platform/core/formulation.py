@@ -223,14 +223,6 @@ def to_ranked(record: Record, formulation: str) -> Record:
                    choices=tuple(candidates))
 
 
-def to_option(record: Record) -> Record:
-    return to_ranked(record, "option")
-
-
-def to_cloze(record: Record) -> Record:
-    return to_ranked(record, "cloze")
-
-
 def formulate(record: Record, formulation: str) -> Record:
     if formulation == "letter":
         return record

@@ -35,6 +35,9 @@ def _unique(values: list, what: str) -> list:
 # (evaluators/engines.py) and the CLI read them here.
 BACKENDS: tuple[str, ...] = ("auto", "vllm", "transformers")
 PIPELINES: tuple[str, ...] = ("auto", "processor", "actor")
+# The processor pipeline's engine (ray.data.llm) loads weights by path on its own node.
+PROCESSOR_NEEDS_A_FILESYSTEM = ("evaluation.vllm_pipeline: 'processor' needs storage on a filesystem every node mounts "
+                                "(its engine loads weights by path); with an object store use 'actor' or 'auto'")
 
 
 class SpecError(ValueError):
@@ -468,10 +471,7 @@ class Spec(_Strict):
                 "use 'async' or 'auto'"
             )
         if "://" in self.storage and self.evaluation.vllm_pipeline == "processor":
-            raise ValueError(
-                "evaluation.vllm_pipeline: 'processor' needs storage on a filesystem every node mounts "
-                f"(its engine loads weights by path); with storage {self.storage} use 'actor' or 'auto'"
-            )
+            raise ValueError(f"{PROCESSOR_NEEDS_A_FILESYSTEM} (storage is {self.storage})")
         return self
 
     @property

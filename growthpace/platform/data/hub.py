@@ -25,7 +25,7 @@ from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.core.items import DataError
 from growthpace.platform.data.records import curated_path, ood_path, synthetic_path
 from growthpace.platform.core.spec import Spec
-from growthpace.platform.store.storage import read_json, write_json
+from growthpace.platform.store.storage import write_json
 from growthpace.platform.core.identity import stable_hash
 
 MARKER = ".growthpace-hub.json"
@@ -107,11 +107,6 @@ def fetch(spec: Spec) -> Path:
     write_json(partial / MARKER, {"repo_id": hub.repo_id, "revision": hub.revision})
     os.rename(partial, root)
     return root
-
-
-def fetched_revision(root: Path) -> str | None:
-    marker = Path(root) / MARKER
-    return read_json(marker)["revision"] if marker.exists() else None
 
 
 # --- the declared dataset: `plan` without the data --------------------------------------------------

@@ -5,12 +5,21 @@ wherever the cell's ``checkpoints.json`` points), holding the names in ``Layout`
 
     model/        HF weights (*.safetensors, maybe sharded with an index), config.json, tokenizer
     deepspeed/    the DeepSpeed state training resumes from
-    epoch.json    {"epoch": N, "train_loss": ...}
+    epoch.json    {"epoch": N, "train_loss": ...} (``write_epoch``, rank 0, last; ``read_epoch``)
     digests.json  model/'s content hash and each file's size, time and sha256 (``write_digests``, rank 0,
                   right after the weights): the driver reads it instead of re-reading the weights
 
 platform/train/train.py writes it; evaluation reads it through this module only. The checks read file
 headers, never weights, so they cost no download from an object store.
+
+This module also owns a cell's ``checkpoints.json`` (``write_checkpoints`` / ``read_checkpoints``): the
+list of its epoch checkpoints and what its training cost, written by jobs/sweep.py when the cell's
+training finished (the marker a rerun skips the cell by)::
+
+    {"cell_id": ..., "checkpoints": [{"epoch": N, "path": ..., "train_loss": ...}, ...],
+     "wall_s": ..., "compute_s": ..., "setup_s": ..., "imports_s": ..., "gpus": ..., "cpus": ...}
+
+Both files' keys are the constants below and are spelled nowhere else.
 """
 
 from __future__ import annotations
@@ -19,13 +28,126 @@ import hashlib
 import json
 import struct
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
-from growthpace.platform.store.storage import (CheckpointError, Layout, Location, StoragePath, as_location, cache_root, file_sha256, read_json, remove_tree, size_and_mtime, write_json)
+from growthpace.platform.store.storage import (CheckpointError, Layout, Location, StoragePath, _is_int, _need, as_location, cache_root, file_sha256, read_json, remove_tree, size_and_mtime, write_json)
 from growthpace.platform.core.identity import stable_hash
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 HASH_SETTLE_NS = 5 * 10**9  # S3 keeps whole seconds; margin for the store's clock against ours
+
+# ---------------------------------------------------------------- checkpoints.json and epoch.json
+# Where they are is Layout's (cell_checkpoints, CHECKPOINT_EPOCH); what is in them is here.
+CHECKPOINTS_FILENAME = Layout.CELL_CHECKPOINTS  # cells/<id>/checkpoints.json
+EPOCH_FILENAME = Layout.CHECKPOINT_EPOCH  # <checkpoint>/epoch.json
+# checkpoints.json
+CELL_ID = "cell_id"
+CHECKPOINTS = "checkpoints"  # the list of entries, one per epoch checkpoint, by epoch
+WALL_S = "wall_s"  # the cell's last fit(), seconds (a resumed cell counts only its last attempt)
+COMPUTE_S = "compute_s"  # of which the epochs (platform/train/train.py train_cell's metrics, same names)
+SETUP_S = "setup_s"  # the train function before the first epoch
+IMPORTS_S = "imports_s"  # the worker process before the train function
+TIMING = (COMPUTE_S, SETUP_S, IMPORTS_S)
+GPUS = "gpus"  # what the trial held: workers x GPUs each
+CPUS = "cpus"  # driver CPUs + workers x CPUs each
+# an entry of checkpoints.json's list, and epoch.json
+EPOCH = "epoch"
+PATH = "path"  # a checkpoints.json entry only: where the checkpoint is (a URI on an object store)
+TRAIN_LOSS = "train_loss"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One epoch checkpoint of a cell, as its checkpoints.json lists it."""
+
+    cell_id: str
+    epoch: int
+    path: str  # the checkpoint folder (model/, deepspeed/, epoch.json): a local path or an object store URI
+    train_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class CellCheckpoints:
+    """A cell's checkpoints.json: its epoch checkpoints and what its training held and took."""
+
+    cell_id: str
+    checkpoints: tuple[CheckpointRef, ...]
+    wall_s: float | None = None
+    gpus: float | None = None
+    cpus: float | None = None
+    timing: Mapping[str, float] = field(default_factory=dict)  # TIMING keys the training reported
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_checkpoints(obj: Any) -> None:
+    """checkpoints.json's schema: every field a reader uses (read_json's check: a ValueError names it)."""
+    _need(isinstance(obj, dict) and isinstance(obj.get(CHECKPOINTS), list), f"expected {{{CHECKPOINTS}: [...]}}")
+    _need(obj.get(CELL_ID) is None or isinstance(obj[CELL_ID], str), f"{CELL_ID}: expected a string, got {obj.get(CELL_ID)!r}")
+    for i, ck in enumerate(obj[CHECKPOINTS]):
+        where = f"{CHECKPOINTS}[{i}]"
+        _need(isinstance(ck, dict), f"{where}: expected an object")
+        _need(_is_int(ck.get(EPOCH)) and ck[EPOCH] >= 0, f"{where}.{EPOCH}: expected an integer, got {ck.get(EPOCH)!r}")
+        _need(isinstance(ck.get(PATH), str) and ck[PATH], f"{where}.{PATH}: expected a path, got {ck.get(PATH)!r}")
+        loss = ck.get(TRAIN_LOSS)
+        _need(loss is None or _is_number(loss), f"{where}.{TRAIN_LOSS}: expected a number, got {loss!r}")
+    for key in (WALL_S, *TIMING, GPUS, CPUS):
+        _need(obj.get(key) is None or _is_number(obj[key]), f"{key}: expected a number, got {obj.get(key)!r}")
+
+
+def write_checkpoints(layout: Layout, cell: CellCheckpoints) -> None:
+    """A cell's checkpoints.json (jobs/sweep.py, when its training finished: the rerun marker)."""
+    entries = []
+    for ck in cell.checkpoints:
+        if ck.cell_id != cell.cell_id:
+            raise ValueError(f"checkpoint {ck.path} is of cell {ck.cell_id}, not {cell.cell_id}")
+        entries.append({EPOCH: ck.epoch, **({TRAIN_LOSS: ck.train_loss} if ck.train_loss is not None else {}),
+                        PATH: ck.path})
+    unknown = set(cell.timing) - set(TIMING)
+    if unknown:
+        raise ValueError(f"{CHECKPOINTS_FILENAME}: timing {sorted(unknown)} is not one of {TIMING}")
+    optional = {WALL_S: cell.wall_s, **cell.timing, GPUS: cell.gpus, CPUS: cell.cpus}
+    write_json(layout.cell_checkpoints(cell.cell_id), {
+        CELL_ID: cell.cell_id, CHECKPOINTS: entries, **{k: v for k, v in optional.items() if v is not None},
+    })
+
+
+def read_checkpoints(layout: Layout, cell_id: str) -> CellCheckpoints:
+    """A cell's checkpoints.json (entries in the stored order: by epoch); a torn or malformed file is a CheckpointError
+    naming it and the field (a missing one stays FileNotFoundError: ``layout.cell_checkpoints`` tests it)."""
+    marker = layout.cell_checkpoints(cell_id)
+    try:
+        obj = read_json(marker, check=_check_checkpoints)
+    except ValueError as e:  # a StoredFileError: names the file, the field and the command that rebuilds it
+        raise CheckpointError(f"{marker}: corrupted checkpoint list ({e})") from None
+    refs = tuple(CheckpointRef(cell_id, ck[EPOCH], ck[PATH], None if ck.get(TRAIN_LOSS) is None else float(ck[TRAIN_LOSS]))
+                 for ck in obj[CHECKPOINTS])
+
+    def number(key: str) -> float | None:
+        return None if obj.get(key) is None else float(obj[key])
+
+    return CellCheckpoints(cell_id, refs, wall_s=number(WALL_S), gpus=number(GPUS), cpus=number(CPUS),
+                           timing={k: float(obj[k]) for k in TIMING if obj.get(k) is not None})
+
+
+def write_epoch(checkpoint: str | StoragePath, epoch: int, train_loss: float) -> None:
+    """A checkpoint's epoch.json (platform/train/train.py, rank 0, after everything else of the checkpoint)."""
+    (as_location(checkpoint) / EPOCH_FILENAME).write_bytes(json.dumps({EPOCH: epoch, TRAIN_LOSS: train_loss}).encode())
+
+
+def _check_epoch(obj: Any) -> None:
+    _need(isinstance(obj, dict), f"expected {{{EPOCH}: ...}}")
+    _need(_is_int(obj.get(EPOCH)) and obj[EPOCH] >= 0, f"{EPOCH}: expected an integer, got {obj.get(EPOCH)!r}")
+
+
+def read_epoch(checkpoint: str | StoragePath) -> int:
+    """The epoch a checkpoint folder ends (its epoch.json); damaged: a StoredFileError naming the file and
+    the field, missing: FileNotFoundError."""
+    return int(read_json(as_location(checkpoint) / EPOCH_FILENAME, check=_check_epoch)[EPOCH])
 
 
 def model_dir(checkpoint: str | StoragePath) -> StoragePath:
@@ -37,18 +159,6 @@ def checkpoint_dtype(model: str | StoragePath) -> str:
     scoring fp16-trained weights in bf16 adds noise to near-tied perplexity rankings."""
     config = json.loads((as_location(model) / "config.json").read_text())
     return str(config.get("dtype") or config.get("torch_dtype") or "float32").removeprefix("torch.")
-
-
-def checkpoint_list(layout: Layout, cell_id: str) -> list[dict]:
-    """The entries of a cell's checkpoints.json; a torn or malformed file is a CheckpointError naming it."""
-    marker = layout.cell_checkpoints(cell_id)
-    try:
-        entries = read_json(marker)["checkpoints"]
-        if not isinstance(entries, list) or not all(isinstance(c, dict) and "epoch" in c and "path" in c for c in entries):
-            raise ValueError("expected a list of {epoch, path}")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{marker}: corrupted checkpoint list ({e})") from None
-    return entries
 
 
 def _weights(model: StoragePath, suffixes: tuple[str, ...]) -> list[StoragePath]:
@@ -243,8 +353,7 @@ def model_folder(path: str | Path) -> Path:
 
 def epoch_of(model: str | Path) -> int | None:
     """The epoch of a checkpoint's model folder (from its checkpoint's epoch.json), when it is one."""
-    f = Path(model).resolve().parent / Layout.CHECKPOINT_EPOCH
     try:
-        return int(json.loads(f.read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_epoch(Path(model).resolve().parent)
+    except (OSError, ValueError):
         return None

@@ -18,15 +18,16 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from growthpace.platform.core.identity import stable_hash
 from growthpace.platform.core.paths import object_store_uri, safe_name
+from growthpace.platform.store.tables import (CELL_SCORES, EPOCH_FILE, PREDICTIONS, RESULT_KEY, SCORES, ResultKey,
+                                              epoch_file, table_for)
 
 
 class CheckpointError(ValueError):
@@ -208,15 +209,15 @@ class StoredFileError(ValueError):
 def rebuild_hint(path: "StoragePath") -> str:
     """What to do about a damaged stored file: which command writes it again."""
     name, parent = path.name, path.parent.name
-    if name == "scores.parquet":
-        return "delete it and run `growthpace evaluate SPEC`, which rebuilds it from cells/*/scores"
-    if parent == "scores":
+    if name == SCORES.name:
+        return f"delete it and run `growthpace evaluate SPEC`, which rebuilds it from cells/*/{CELL_SCORES.name}"
+    if parent == CELL_SCORES.name:
         return (f"delete {path.parent}/{path.stem}.parquet and .json and run `growthpace evaluate SPEC`, "
                 "which scores that checkpoint again")
-    if parent == "predictions":
-        return (f"delete it and {path.parent.parent}/scores/{path.stem}.* and run `growthpace evaluate SPEC`, "
+    if parent == PREDICTIONS.name:
+        return (f"delete it and {path.parent.parent}/{CELL_SCORES.name}/{path.stem}.* and run `growthpace evaluate SPEC`, "
                 "which scores that checkpoint again")
-    if name == "checkpoints.json":
+    if name == Layout.CELL_CHECKPOINTS:
         return "delete it and run `growthpace sweep SPEC`: the cell is trained again, resuming from its last epoch checkpoint"
     if name in ("card.json", "train.jsonl"):
         return f"delete {path.parent}/train.jsonl and card.json; `growthpace run SPEC` writes them again"
@@ -238,17 +239,14 @@ def _is_int(v) -> bool:
 
 def _check_json(name: str, obj: Any) -> None:
     """The schema of the JSON files the study writes, by file name (others: any JSON)."""
-    if name == "checkpoints.json":
-        _need(isinstance(obj, dict) and isinstance(obj.get("checkpoints"), list), "expected {checkpoints: [...]}")
-        for i, ck in enumerate(obj["checkpoints"]):
-            _need(isinstance(ck, dict), f"checkpoints[{i}]: expected an object")
-            _need(_is_int(ck.get("epoch")) and ck["epoch"] >= 0, f"checkpoints[{i}].epoch: expected an integer, got {ck.get('epoch')!r}")
-            _need(isinstance(ck.get("path"), str) and ck["path"], f"checkpoints[{i}].path: expected a path, got {ck.get('path')!r}")
-            loss = ck.get("train_loss")
-            _need(loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)),
-                  f"checkpoints[{i}].train_loss: expected a number, got {loss!r}")
-    elif re.fullmatch(r"epoch_\d+\.json", name):
-        _need(isinstance(obj, dict) and isinstance(obj.get("key"), str) and obj["key"], "expected {key: <result key>}")
+    # checkpoints.json and epoch.json: checked by their owner, platform/store/checkpoints.py (read_json's check)
+    if name.endswith(".json") and EPOCH_FILE.fullmatch(name.removesuffix(".json")):  # a result's key file
+        key = RESULT_KEY
+        _need(isinstance(obj, dict) and isinstance(obj.get(key), str) and obj[key], f"expected {{{key}: <result key>}}")
+        try:
+            ResultKey.parse(obj[key])
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
     elif name == "tracking.json":
         _need(isinstance(obj, dict) and isinstance(obj.get("parent_run_id"), str), "expected {parent_run_id: ...}")
     elif name == "mlflow.json":
@@ -258,26 +256,19 @@ def _check_json(name: str, obj: Any) -> None:
               and all(_is_int(n) for n in obj["counts"].values()), "expected {counts: {ability: integer}}")
 
 
-# Columns each stored parquet file must have: (name, polars dtype test) for what readers compute on.
-_SCORE_COLUMNS = (("cell_id", "str"), ("epoch", "int"), ("split", "str"), ("ability", "str"), ("score", "num"))
-_PARQUET_SCHEMAS = {
-    "scores.parquet": (*_SCORE_COLUMNS, ("size", "str"), ("source", "str"), ("seed", "int")),
-    "scores": _SCORE_COLUMNS,
-    "predictions": (("cell_id", "str"), ("epoch", "int"), ("key", "str"), ("split", "str"), ("ability", "str"),
-                    ("text", "str"), ("letter_logprobs", "str"), ("correct", "bool")),
-}
-
-
 def _check_parquet(path: "StoragePath", found, height: int | None, columns=None) -> None:
-    """``found``: the file's column -> dtype; ``height``: its rows (None: only the schema was read)."""
-    schema = _PARQUET_SCHEMAS.get(path.name) or (_PARQUET_SCHEMAS.get(path.parent.name) if path.name.startswith("epoch_") else None)
-    if not schema:
+    """Every column of the table the file's name makes it (platform/store/tables.py), of its kind.
+    ``found``: the file's column -> dtype; ``height``: its rows (None: only the schema was read);
+    ``columns``: the columns read (only those are checked)."""
+    table = table_for(path.name, path.parent.name)
+    if table is None:
         return
     import polars as pl
 
     tests = {"str": lambda t: t in (pl.String, pl.Null), "int": lambda t: t.is_integer(),
-             "num": lambda t: t.is_numeric(), "bool": lambda t: t in (pl.Boolean, pl.Null)}
-    for col, kind in schema:
+             "num": lambda t: t.is_numeric(), "bool": lambda t: t in (pl.Boolean, pl.Null),
+             "nums": lambda t: t == pl.Null or (isinstance(t, pl.List) and t.inner.is_numeric())}
+    for col, kind in table.columns:
         if columns is not None and col not in columns:
             continue
         _need(col in found, f"column {col!r} is missing")
@@ -411,13 +402,17 @@ def write_parquet(path: "str | StoragePath", frame) -> None:
     _atomic(as_location(path), lambda f: frame.write_parquet(f))
 
 
-def read_json(path: "str | StoragePath") -> Any:
-    """A stored JSON file; torn, corrupted or of the wrong schema: a StoredFileError (rebuild_hint)."""
+def read_json(path: "str | StoragePath", check: Callable[[Any], None] | None = None) -> Any:
+    """A stored JSON file; torn, corrupted or of the wrong schema: a StoredFileError (rebuild_hint).
+    ``check``: the schema check of the module that owns the file (a ValueError naming the field), e.g.
+    platform/store/checkpoints.py's for checkpoints.json and epoch.json."""
     path = as_location(path)
     data = path.read_bytes()  # a missing file stays FileNotFoundError: callers test for it
     try:
         obj = json.loads(data.decode("utf-8"))
         _check_json(path.name, obj)
+        if check is not None:
+            check(obj)
     except (UnicodeDecodeError, RecursionError, ValueError) as e:  # JSONDecodeError is a ValueError
         why = "not valid JSON" if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, RecursionError)) else "wrong schema"
         raise StoredFileError(f"{path}: damaged ({why}: {str(e)[:200] or type(e).__name__}); {rebuild_hint(path)}") from None
@@ -449,6 +444,9 @@ class Layout:
     CHECKPOINT_STATE = "deepspeed"
     CHECKPOINT_EPOCH = "epoch.json"
     CHECKPOINT_DIGESTS = "digests.json"  # model/'s content hash and file digests, written with the weights
+    # A cell's checkpoint list, written when its training finished (platform/store/checkpoints.py owns
+    # its keys, and epoch.json's).
+    CELL_CHECKPOINTS = "checkpoints.json"
 
     @classmethod
     def for_spec(cls, spec) -> "Layout":
@@ -479,24 +477,26 @@ class Layout:
 
     def cell_checkpoints(self, cell_id: str) -> StoragePath:
         """Written when a cell's training finished: the rerun marker."""
-        return self.cell(cell_id) / "checkpoints.json"
+        return self.cell(cell_id) / self.CELL_CHECKPOINTS
 
     def cell_scores(self, cell_id: str, epoch: int) -> StoragePath:
-        return self.cell(cell_id) / "scores" / f"epoch_{epoch:03d}.parquet"
+        return self.cell(cell_id) / CELL_SCORES.name / epoch_file(epoch, ".parquet")
 
     def cell_result(self, cell_id: str, epoch: int) -> StoragePath:
         """The result key of one epoch's predictions and scores, written after both: its presence means whole."""
         return self.cell_scores(cell_id, epoch).with_suffix(".json")
 
     def cell_predictions(self, cell_id: str, epoch: int) -> StoragePath:
-        return self.cell(cell_id) / "predictions" / f"epoch_{epoch:03d}.parquet"
+        return self.cell(cell_id) / PREDICTIONS.name / epoch_file(epoch, ".parquet")
 
     def cell_prediction_files(self, cell_id: str) -> list[StoragePath]:
-        folder = self.cell(cell_id) / "predictions"
-        return sorted(folder.glob("epoch_*.parquet")) if folder.is_dir() else []
+        return self._epoch_files(self.cell(cell_id) / PREDICTIONS.name)
 
     def cell_score_files(self, cell_id: str) -> list[StoragePath]:
-        folder = self.cell(cell_id) / "scores"
+        return self._epoch_files(self.cell(cell_id) / CELL_SCORES.name)
+
+    @staticmethod
+    def _epoch_files(folder: StoragePath) -> list[StoragePath]:
         return sorted(folder.glob("epoch_*.parquet")) if folder.is_dir() else []
 
     def base_model(self, key: str) -> StoragePath:
@@ -519,7 +519,7 @@ class Layout:
 
     @property
     def scores(self) -> StoragePath:
-        return self.root / "scores.parquet"
+        return self.root / SCORES.name
 
     @property
     def report(self) -> StoragePath:

@@ -152,32 +152,30 @@ def model_key(name: str, tokenizer_key: str, seed: int) -> str:
     return f"hf-{stable_hash([str(Path(name).resolve()) if Path(name).exists() else name], 8)}"
 
 
-def describe(name: str, tokenizer=None) -> tuple[int, object]:
-    """(parameter count, config) without materialising weights. A preset's vocabulary is its
-    tokenizer's; before one is trained, VOCAB_SIZE, the size the BPE is trained to (chat tokens included)."""
-    if name in PRESETS:
-        vocab = vocab_size(tokenizer) if tokenizer is not None else VOCAB_SIZE
-        return llama_params(preset_config(PRESETS[name], vocab)), llama_config(PRESETS[name], vocab)
+def _meta_count(name: str) -> int:
+    """The parameter count of an HF model of any architecture: built on the meta device from its config."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:  # ValueError: a config.json without a known model_type
         raise ModelError(f"model {name!r}: not a preset ({', '.join(PRESETS)}) nor a loadable path: {e}") from None
-    return count_params(config), config
+    return count_params(config)
 
 
 def param_count(name: str, tokenizer=None) -> int:
     """The one parameter count of a model (plan and report), no weights built. A preset's is arithmetic
     on its config (torch and transformers stay unimported: ``plan`` is instant); so is a local folder's
-    whose config.json is a Llama's; any other HF model is built on the meta device from its config."""
+    whose config.json is a Llama's; any other HF model is built on the meta device from its config.
+    A preset's vocabulary is its tokenizer's; before one is trained, VOCAB_SIZE, the size the BPE is
+    trained to (chat tokens included)."""
     if name in PRESETS:
         vocab = vocab_size(tokenizer) if tokenizer is not None else VOCAB_SIZE
         return llama_params(preset_config(PRESETS[name], vocab))
     config = _local_config(name)
     if config is not None and config.get("model_type") in _LLAMA_TYPES and all(k in config for k in _LLAMA_KEYS):
         return llama_params(config)
-    return describe(name, tokenizer)[0]
+    return _meta_count(name)
 
 
 # model_type values whose modeling code has exactly llama_params' layout (transformers' LlamaForCausalLM)
@@ -194,7 +192,7 @@ def _local_config(name: str) -> dict | None:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None  # describe's AutoConfig then names what is wrong with it
+        return None  # _meta_count's AutoConfig then names what is wrong with it
     return config if isinstance(config, dict) else None
 
 

@@ -75,13 +75,6 @@ def train_tokens(lengths: Sequence[int], epochs: int, per_device_batch: int, wor
     return total
 
 
-def padding_factor(lengths: Sequence[int], per_device_batch: int, workers: int, grad_accum: int, seed: int,
-                   packed: bool) -> float:
-    """Tokens computed per real token over one epoch (1.0 = no padding)."""
-    real = train_tokens(lengths, 1, per_device_batch, workers, grad_accum, seed, packed=True)
-    return train_tokens(lengths, 1, per_device_batch, workers, grad_accum, seed, packed=packed) / real
-
-
 def attention_implementation(device: torch.device) -> str:
     """flash-attention (variable-length kernels for packed rows) when it is installed on a GPU, else sdpa."""
     import importlib.util

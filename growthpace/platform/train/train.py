@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from growthpace.platform.core.batching import epoch_order, global_batch, rank_micro_batches, steps_per_epoch
-from growthpace.platform.store.checkpoints import write_digests
+from growthpace.platform.store.checkpoints import (COMPUTE_S, EPOCH, IMPORTS_S, SETUP_S, TRAIN_LOSS, read_epoch, write_digests,
+                                                   write_epoch)
 from growthpace.platform.train.packing import attention_implementation, collate
 from growthpace.platform.store.storage import Layout
 
@@ -158,7 +159,7 @@ class CellTraining:
 
     def load_state(self, checkpoint_dir: Path) -> int:
         """Resume from a checkpoint folder; returns the epochs it had done."""
-        done = json.loads((checkpoint_dir / Layout.CHECKPOINT_EPOCH).read_text())["epoch"]
+        done = read_epoch(checkpoint_dir)
         if done >= self.config["epochs"]:
             return done  # nothing left to train: a finished cell's resume state may be gone
         state = checkpoint_dir / RESUME_STATE
@@ -200,7 +201,7 @@ class CellTraining:
             self.save_weights(out / Layout.CHECKPOINT_MODEL)
         if self.rank == 0:
             write_digests(out)  # the driver reads the content hash instead of re-reading the weights
-            (out / Layout.CHECKPOINT_EPOCH).write_text(json.dumps({"epoch": epoch, "train_loss": loss}))
+            write_epoch(out, epoch, loss)
 
     def save_weights(self, out: Path) -> None:
         state = consolidate_to_rank0(self.engine.module, self.rank, self.world) if self.config["zero_stage"] == 3 else None
@@ -377,12 +378,12 @@ def train_cell(config: dict[str, Any]) -> None:
     # What the cell's wall time is made of (the sweep writes it to checkpoints.json): compute_s is the
     # epochs themselves (training, and the checkpoints written before the last), setup_s this function before them (model
     # load, DeepSpeed init), imports_s the worker process before this function (Python and library imports).
-    timing = {"setup_s": time.monotonic() - entered, "imports_s": _imports_s(entered)}
+    timing = {SETUP_S: time.monotonic() - entered, IMPORTS_S: _imports_s(entered)}
     compute_started = time.monotonic()
     for epoch in range(start_epoch, config["epochs"]):
         loss = training.train_epoch(epoch)
-        metrics = {"epoch": epoch + 1, "train_loss": loss, "lr": training.lr, **timing,
-                   "compute_s": time.monotonic() - compute_started}
+        metrics = {EPOCH: epoch + 1, TRAIN_LOSS: loss, "lr": training.lr, **timing,
+                   COMPUTE_S: time.monotonic() - compute_started}
         if run:
             run.log({"train/loss": loss, "train/lr": metrics["lr"]}, step=epoch + 1)
         if rank == 0:  # the previous epoch's upload had a whole epoch to finish
