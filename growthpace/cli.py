@@ -55,19 +55,20 @@ def plan(
 
 def _plan(spec: Path, as_json: bool) -> None:
     from growthpace.jobs.pretrain import plan_rows as pretrain_rows
-    from growthpace.jobs.study import plan_rows, plan_totals, prepare
+    from growthpace.jobs.study import plan_rows, plan_totals, prepare, size_checks
 
     s = _spec(spec)
     study = _guard(lambda: prepare(s, write=False))
     rows = _guard(lambda: plan_rows(study))
     pretraining = _guard(lambda: pretrain_rows(study))
     totals = plan_totals(rows)
+    sizes = _guard(lambda: size_checks(study))
     declared = bool(rows and rows[0].get("declared"))
     if as_json:
         import json
 
         doc = {"study": s.name, "declared": declared, "retention": s.evaluation.retention, "cells": rows, "totals": totals,
-               "pretrain": pretraining}
+               "pretrain": pretraining, "sizes": sizes, "warnings": [w for z in sizes for w in z["warnings"]]}
         typer.echo(json.dumps(doc, indent=2))
         return
     from rich.table import Table
@@ -112,14 +113,68 @@ def _plan(spec: Path, as_json: bool) -> None:
             + ", ".join(f"{k} {v:,.0f}" for k, v in by_size.items())
             + (f"; {missing} cell(s) without a throughput figure not counted" if missing else "")
         )
+    from growthpace.platform.core.items import describe_capped
+
+    capped = describe_capped(s.evaluation.max_new_tokens, s.training.max_length)
+    if capped:
+        _console().print(capped, highlight=False, markup=False)
     largest = max(rows, key=lambda r: r["peak_checkpoint_bytes"] - r["retained_checkpoint_bytes"], default=None)
     _console().print(
         f"checkpoint storage: {_bytes(totals['retained_checkpoint_bytes'])} kept after scoring "
         f"(evaluation.retention: {s.evaluation.retention}); a cell holds up to its peak while it trains "
-        f"(every epoch's weights until scored + two resume states), sum of peaks {_bytes(totals['peak_checkpoint_bytes'])}"
+        f"(every epoch's weights until scored + up to two resume states), sum of peaks {_bytes(totals['peak_checkpoint_bytes'])}"
         + (f", largest extra {_bytes(largest['peak_checkpoint_bytes'] - largest['retained_checkpoint_bytes'])} "
            f"({largest['size']})" if largest else "")
     )
+    if rows:
+        t = s.training
+        gpu_h, idle = totals["gpu_hours"], totals["checkpoint_write_gpu_hours"]
+        share = f", {idle / gpu_h:.1%} of the training GPU-hours" if gpu_h and idle is not None else ""
+        every = "Young's interval" if t.resume_every_s is None else f"{t.resume_every_s:g} s"
+        _console().print(
+            f"checkpoint writes: {_bytes(totals['checkpoint_write_bytes'])} (every epoch's weights + "
+            f"{sum(len(r['resume_state_epochs']) for r in rows)} resume states, none after a last epoch; "
+            f"training.resume_every_s: {every}), "
+            f"{totals['checkpoint_write_s'] / 3600:,.1f} h of I/O at training.storage_write_gib_s {t.storage_write_gib_s:g}"
+            + (f": {idle:,.1f} GPU-hours idle{share}" if idle is not None else "")
+        )
+    for z in sizes:
+        if "train_peak_gib" in z:
+            card = f" of {z['train_card']}'s {z['train_card_gib']} GiB" if z.get("train_card_gib") else ""
+            kv = (f"; scoring on {z['scoring_gpus']:g} x {z['scoring_card']}: {z['scoring_kv_cache_gib']:.1f} GiB KV cache per GPU"
+                  if "scoring_kv_cache_gib" in z else "")
+            _console().print(f"memory {z['size']}: training peak about {z['train_peak_gib']:.1f} GiB per GPU{card} (estimate){kv}")
+        for w in z["warnings"]:
+            _console().print(f"WARNING {w}")
+
+
+@app.command()
+def check(spec: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
+    """Validate the spec, its data and its declarations without training or writing, and print what each
+    ability will be scored with."""
+    from growthpace.jobs.check import ability_rows
+    from growthpace.jobs.study import prepare
+    from growthpace.platform.data.records import no_cycle_collection
+
+    s = _spec(spec)
+    with no_cycle_collection():
+        study = _guard(lambda: prepare(s, write=False))
+    rows = ability_rows(study)
+    from rich.table import Table
+
+    table = Table(title=f"{s.name}: {len(rows)} abilities, {len(study.cells)} cells "
+                        f"({'declared' if s.declared else 'the DoIT preset'})")
+    for c in ("ability", "declared kind", "items scored as", "output", "baseline", "formulation", "train items",
+              "eval items"):
+        table.add_column(c)
+    for r in rows:
+        table.add_row(r["ability"], r["declared_kind"], ", ".join(f"{k} {n}" for k, n in r["kinds"].items()),
+                      r["output"], f"{100 * r['baseline']:.1f}%", r["formulation"],
+                      ", ".join(f"{k} {n}" for k, n in r["train"].items()),
+                      ", ".join(f"{k} {n}" for k, n in r["eval"].items()))
+    _console().print(table)
+    _console().print(f"ok: {spec} (sources {', '.join(s.data.source_names)}; compared: "
+                     f"{', '.join(f'{a} vs {b}' for a, b in s.source_pairs) or 'none'}); nothing was written")
 
 
 @app.command("fetch-data")
@@ -146,6 +201,24 @@ def generate_data(
     summary = _guard(lambda: generate_dataset(root, seed=seed, train_per_ability=train_per_ability, synthetic=synthetic,
                                               world_per_family=world_per_family))
     _console().print(f"wrote {root}: {summary}")
+
+
+@app.command()
+def simulate(
+    spec: Path = typer.Argument(..., help="study spec (YAML)"),
+    cluster: Path = typer.Option(Path("cluster.yaml"), "--cluster", help="Ray cluster-launcher file: its node types"),
+    seconds_per_hour: float = typer.Option(10.0, "--seconds-per-hour", min=0.01,
+                                           help="how many seconds here stand for one hour of a trial"),
+) -> None:
+    """Run the spec's trials through Ray Tune on local stand-ins of the cluster's nodes: predicted makespan,
+    GPU-hours billed vs used, and the order the cells ran in (nothing is trained or written)."""
+    from growthpace.jobs.simulate import lines, read_cluster_file, simulate as run_simulation
+
+    s = _spec(spec)
+    config = _guard(lambda: read_cluster_file(str(cluster)))
+    sim = _guard(lambda: run_simulation(s, config, seconds_per_hour))
+    for line in lines(s, sim, config, seconds_per_hour):
+        typer.echo(line)
 
 
 @app.command()

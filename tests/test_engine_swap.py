@@ -76,6 +76,39 @@ def test_swap_equals_fresh(trained_dir, perturbed_dir, items):
                 assert b.candidate_nll == pytest.approx(a.candidate_nll, abs=1e-4), r.key
 
 
+def test_stale_swap_is_caught_and_the_checkpoint_gets_a_fresh_engine(trained_dir, perturbed_dir, tmp_path, monkeypatch):
+    """vllm#32718: a reload that leaves old weights. Kept whole: the probe's log-probs did not change;
+    partly or wrongly reloaded: they differ from transformers' on the checkpoint. Either way warm()
+    says why and a fresh engine scores the checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import growthpace.evaluators.vllm_backend as vllm_backend
+
+    other = tmp_path / "other"  # neither checkpoint: what a wrong reload leaves
+    model = AutoModelForCausalLM.from_pretrained(perturbed_dir, dtype=torch.float32)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(1.5)
+    model.save_pretrained(other)
+    for f in perturbed_dir.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, other / f.name)
+    reload = vllm_backend._reload_in_worker
+    said: list[str] = []
+    engine = vllm_backend.VLLMBackend(trained_dir, batch_size=16, max_length=512)
+    monkeypatch.setattr(vllm_backend, "_reload_in_worker", lambda worker, weights_path, tied: None)
+    fresh = warm(engine, "vllm", perturbed_dir, 16, 512, say=said.append)
+    assert fresh is not engine and "still hold" in said[-1] and str(perturbed_dir) in said[-1]
+    want = vllm_backend.reference_logprobs(perturbed_dir, vllm_backend.probe_request(fresh.enc))
+    assert fresh.probe == pytest.approx(want, abs=1e-3)
+
+    monkeypatch.setattr(vllm_backend, "_reload_in_worker",
+                        lambda worker, weights_path, tied: reload(worker, str(other), tied))
+    again = warm(fresh, "vllm", trained_dir, 16, 512, say=said.append)
+    assert again is not fresh and "differ from transformers" in said[-1] and str(trained_dir) in said[-1]
+    again.close()
+
+
 class _Engine:
     """A backend that records what happened to it (the warm-engine rule alone, no vLLM)."""
 
@@ -127,7 +160,7 @@ def _study(folder, small_data, models):
     (folder / "spec.yaml").write_text(yaml.safe_dump({
         "name": "warm", "storage": str(folder / "store"), "models": [{"name": "llama-nano", "size": "s"}],
         "data": {"root": str(small_data), "train_split": "1000", "volumes": [10]},
-        "evaluation": {"splits": ["test"], "ood": True, "backend": "vllm", "max_new_tokens": LIMITS},
+        "evaluation": {"splits": ["valid", "test"], "ood": True, "backend": "vllm", "max_new_tokens": LIMITS},
     }))
     spec = load_spec(folder / "spec.yaml")
     dataset = load_dataset(spec)
@@ -172,3 +205,33 @@ def test_scoring_actor_keeps_its_engine_warm_and_stores_what_fresh_engines_store
                 assert a["candidate_nll"] == pytest.approx(b["candidate_nll"], abs=1e-4)
         assert (pl.read_parquet(layout.cell_scores(cells[0].cell_id, epoch)).to_dicts()
                 == pl.read_parquet(alone.cell_scores(alone_cells[0].cell_id, epoch)).to_dicts())
+
+
+@pytest.mark.integration
+def test_scorer_pool_keeps_its_actor_across_passes_and_stores_what_ray_data_stores(ray_cluster, trained_dir,
+                                                                                   perturbed_dir, small_data, tmp_path):
+    """Streaming's passes (one checkpoint each) through one ScorerPool start one actor, not one per pass,
+    and store the same scores as a one-off Ray Data pool; a closed pool's actor is gone."""
+    import polars as pl
+    import ray
+
+    from growthpace.evaluators.results import Pending, eval_set_hash, pending
+    from growthpace.jobs.evaluate import ScorerPool, evaluate, score_pending
+
+    kw = dict(backend="transformers", batch_size=16, concurrency=1, limits=LIMITS, max_length=512)
+    models = [(1, trained_dir), (2, perturbed_dir)]
+    cells, layout, sets = _study(tmp_path / "pool", small_data, models)
+    pool = ScorerPool()
+    for ck in pending(cells, layout, eval_set_hash(sets, LIMITS)).todo:  # two passes
+        score_pending(Pending(todo=[ck]), layout, sets, pool=pool, **kw)
+    assert pool.started == 1 and len(pool.actors) == 1
+    actor = pool.actors[0]
+    pool.close()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.score.remote({}))
+
+    data_cells, data_layout, _ = _study(tmp_path / "data", small_data, models)
+    assert evaluate(data_cells, data_layout, sets, **kw) == (2, 0)
+    for epoch, _ in models:
+        assert (pl.read_parquet(layout.cell_scores(cells[0].cell_id, epoch)).to_dicts()
+                == pl.read_parquet(data_layout.cell_scores(data_cells[0].cell_id, epoch)).to_dicts())

@@ -121,3 +121,26 @@ def test_transformers_backend_scores_on_gpu_in_the_checkpoints_dtype(llama_bin_f
     fp16.mkdir()
     (fp16 / "config.json").write_text(json.dumps({"model_type": "llama", "torch_dtype": "float16"}))
     assert placement(fp16, cuda=True)[1] == torch.float16
+
+
+def test_source_tokenizer_files_never_override_the_projects(llama_bin_folder, tmp_path):
+    """A base model's special_tokens_map.json (eos </s>) is not copied over what the project writes:
+    the reloaded tokenizer still ends a reply with the study's <eot>."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from growthpace.platform.core.abilities import EOT
+    from growthpace.platform.train.models import ensure_base_model
+    from growthpace.platform.store.storage import Layout
+
+    folder, _ = llama_bin_folder
+    src = tmp_path / "with-map"
+    shutil.copytree(folder, src)
+    (src / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
+    (src / "added_tokens.json").write_text(json.dumps({}))
+    base = ensure_base_model(Layout(tmp_path / "store"), str(src), None, None, 0)
+    assert AutoTokenizer.from_pretrained(base).eos_token == EOT
+    for name in ("special_tokens_map.json", "added_tokens.json"):
+        assert not (base / name).exists() or (base / name).read_bytes() != (src / name).read_bytes(), name

@@ -197,6 +197,58 @@ def test_rescore_from_stored_predictions_runs_no_model(finished_study):
     assert again["parsed"].to_list() == truth["parsed"].to_list()
 
 
+def test_lm_eval_tasks_scored_once_per_checkpoint_logged_and_rescored(finished_study):
+    """evaluation.benchmarks added to a scored study: each checkpoint owes only its lm-eval tasks, which
+    the scoring actors' warm engines answer; MLflow gets bench/<task>/<metric> per epoch; a rerun serves
+    the stored results; another few-shot count scores again; rescore rebuilds the metrics with no model."""
+    pytest.importorskip("lm_eval")
+    from growthpace.jobs.run import run_evaluate, run_rescore
+    from growthpace.platform.core.spec import Benchmarks
+
+    spec, layout, _ = finished_study
+    tasks = str(Path(__file__).resolve().parent.parent / "experiments" / "lm_eval_tasks")
+
+    def with_bench(n):
+        b = Benchmarks(tasks=["growthpace_facts", "growthpace_sums"], num_fewshot=n, limit=4, include_path=[tasks])
+        return spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"benchmarks": b})})
+
+    scores = {p: p.stat().st_mtime_ns for p in layout.root.glob("cells/*/scores/*.json")}
+    run_evaluate(with_bench(1))
+    files = sorted(layout.root.glob("cells/*/benchmarks/epoch_*/*.json"))
+    assert len(files) == 2 * 2 * 2  # cells x epochs x tasks
+    assert {p: p.stat().st_mtime_ns for p in scores} == scores  # the eval items were not scored again
+    stored = read_json(files[0])
+    assert len({s["doc_id"] for s in stored["samples"]}) == 4 and stored["n_shot"] == 1
+    mlflow = _mlflow(spec)
+    client = mlflow.tracking.MlflowClient()
+    run_id = read_json(layout.cell(files[0].parts[-4]) / "mlflow.json")["run_id"]
+    hist = client.get_metric_history(run_id, "bench/growthpace_facts/acc")
+    assert sorted(m.step for m in hist) == [1, 2]
+    assert client.get_metric_history(run_id, "bench/growthpace_sums/exact_match_strict-match")
+
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    run_evaluate(with_bench(1))  # nothing is due: every (checkpoint, task) result is served
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+    run_evaluate(with_bench(2))  # another few-shot count: other prompts, scored again
+    assert read_json(files[0])["n_shot"] == 2 and read_json(files[0])["key"] != stored["key"]
+
+    # rescore: lm-eval's filters and metrics over the stored responses, the weights out of reach
+    f = files[0]
+    truth = read_json(f)
+    damaged = dict(truth, metrics={k: -1.0 for k in truth["metrics"]})
+    f.write_text(json.dumps(damaged))
+    hidden = []
+    for w in layout.root.rglob("model.safetensors"):
+        w.rename(w.with_suffix(".hidden"))
+        hidden.append(w)
+    try:
+        run_rescore(with_bench(2))
+    finally:
+        for w in hidden:
+            w.with_suffix(".hidden").rename(w)
+    assert read_json(f)["metrics"] == truth["metrics"]
+
+
 def test_retention_keeps_best_or_nothing(finished_study):
     from growthpace.evaluators.results import cell_scores
     from growthpace.jobs.evaluate import apply_retention

@@ -87,3 +87,19 @@ def test_cell_tokens_round_trip_and_match_one_call_per_item(tmp_path, small_data
     (tmp_path / "tokens.npz").write_bytes(tokens_bytes(batched))
     assert read_cell_tokens(tmp_path / "tokens.npz") == batched
 
+
+
+def test_attention_choice_skips_masked_blocks_on_gpu_only(monkeypatch):
+    """flex_attention for packed rows on a GPU (bench/packing_attention.py: it matches sdpa's loss);
+    sdpa on CPU (no flex backward there) and for padded rows; flash-attention-2 where installed."""
+    import importlib.util
+
+    from growthpace.platform.train.packing import attention_implementation
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    assert attention_implementation(torch.device("cpu"), packed=True) == "sdpa"
+    assert attention_implementation(torch.device("cuda", 0), packed=True) == "flex_attention"
+    assert attention_implementation(torch.device("cuda", 0), packed=False) == "sdpa"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real(name, *a))
+    assert attention_implementation(torch.device("cuda", 0), packed=True) == "flash_attention_2"

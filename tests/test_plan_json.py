@@ -35,11 +35,17 @@ def test_plan_json_on_real_data(tmp_path, small_data):
         # every epoch is filled up to whole global batches, so it trains at least its own tokens
         assert c["train_tokens"] >= c["tokens"] * 3
         assert c["gpu_hours"] == pytest.approx(c["train_tokens"] / 100 / 3600)
-        f = checkpoint_footprint(c["params"], 3, "bf16", 3, "best")
+        f = checkpoint_footprint(c["params"], 3, "bf16", 3, "best", resume_writes=len(c["resume_state_epochs"]))
         assert (c["peak_checkpoint_bytes"], c["retained_checkpoint_bytes"]) == (f.peak, f.retained)
+        # the trial's 2 GPUs wait for every byte written, at training.storage_write_gib_s (default 1 GiB/s)
+        assert 3 not in c["resume_state_epochs"] and c["checkpoint_write_bytes"] == f.written
+        assert c["checkpoint_write_s"] == pytest.approx(f.written / 2**30)
+        assert c["checkpoint_write_gpu_hours"] == pytest.approx(c["checkpoint_write_s"] * 2 / 3600)
+        assert c["hours"] == pytest.approx((c["gpu_hours"] + c["checkpoint_write_gpu_hours"]) / 2)
     by = {c["volume"]: c for c in doc["cells"]}
     assert by[10]["optimizer_steps"] == 3 and by[30]["optimizer_steps"] == 6  # 10 -> 1 batch, 30 -> 2
-    for key in ("items", "optimizer_steps", "train_tokens", "peak_checkpoint_bytes", "retained_checkpoint_bytes"):
+    for key in ("items", "optimizer_steps", "train_tokens", "peak_checkpoint_bytes", "retained_checkpoint_bytes",
+                "checkpoint_write_bytes"):
         assert doc["totals"][key] == sum(c[key] for c in doc["cells"])
 
     human = CliRunner().invoke(app, ["plan", str(path)])

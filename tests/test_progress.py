@@ -87,3 +87,36 @@ def test_pretrain_stage_counts_bases(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "pretrain: 1/3 bases already pre-trained" in err and "stage: pretrain" in err
     assert "pre-trained mini: 2/3 bases pre-trained" in err and "pre-training of micro failed" in err
+
+
+def test_what_ray_prints_as_it_starts_goes_to_the_log_not_the_terminal(tmp_path, capfd):
+    """Issue 28: Ray's token-authentication WARNING opened every `growthpace run` and preceded the one error
+    line of a spec the cluster refuses. jobs/cluster.py connect runs ray.init inside progress.held_output: what it prints
+    (Python logging and child processes alike write to descriptors 1 and 2) waits for the view's log file."""
+    from growthpace.jobs import progress
+
+    with progress.held_output():
+        os.write(2, b"WARNING authentication_token_setup.py:85 -- Token authentication is enabled\n")
+        print("ray start-up line", file=sys.__stdout__, flush=True)
+    out, err = capfd.readouterr()
+    assert "Token authentication" not in err + out and "start-up line" not in out
+    log = tmp_path / "logs" / "ray.log"
+    with study_view(log) as view:
+        view.capture()  # a refused spec never gets here: its one error line stays alone
+    text = log.read_text()
+    assert "Token authentication is enabled" in text and "ray start-up line" in text
+    assert progress.take_held_output() == ""  # taken once, its file removed
+    assert "Token authentication" not in capfd.readouterr().err
+
+
+def test_ray_start_up_output_is_shown_when_ray_fails_to_start(capfd):
+    from growthpace.jobs import progress
+
+    try:
+        with progress.held_output():
+            os.write(2, b"raylet failed to start: port in use\n")
+            raise RuntimeError("ray.init failed")
+    except RuntimeError:
+        pass
+    assert "raylet failed to start" in capfd.readouterr().err
+    assert progress.take_held_output() == ""

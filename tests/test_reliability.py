@@ -59,9 +59,12 @@ def test_server_down_mid_study_then_sync(ray_cluster, small_data, tmp_path):
         server.stop()
 
 
-def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data, tmp_path):
-    """SIGKILL the Ray Train worker mid-trial: the trial restarts (FailureConfig) from its last epoch
-    checkpoint, losing at most the epoch in flight; MLflow keeps one run with one point per epoch."""
+@pytest.mark.parametrize("resume_every_s", [0, 10**9], ids=["state-every-epoch", "no-state-yet"])
+def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data, tmp_path, resume_every_s):
+    """SIGKILL the Ray Train worker mid-trial: the trial restarts (FailureConfig) from its newest resume state,
+    losing at most the epoch in flight; with no state written yet (a short cell under the default interval)
+    it restarts from scratch, and the epochs already committed are trained again but not written twice.
+    MLflow keeps one run with one point per epoch."""
     import os
     import signal
 
@@ -70,7 +73,8 @@ def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data,
 
     from growthpace.jobs.run import run_sweep
 
-    spec = _spec(tmp_path, small_data, volumes=[200], epochs=3)
+    # resume_every_s 0: a resume state after every epoch but the last; 10**9: none before the last epoch
+    spec = _spec(tmp_path, small_data, volumes=[200], epochs=3, training={"resume_every_s": resume_every_s})
     layout = Layout.for_spec(spec)
     def train_workers():
         for p in psutil.process_iter():
@@ -113,6 +117,15 @@ def test_training_worker_killed_resumes_from_last_epoch(ray_cluster, small_data,
                 for d in sorted(layout.train.glob(f"{cell.cell_id}/checkpoint_2*"))]
     assert reported.count(1) == 1, f"a restart from scratch would report epoch 1 again: {reported}"
     assert sorted(set(reported)) == [1, 2, 3] and len(reported) <= 4, f"at most one epoch redone: {reported}"
+    from growthpace.platform.train.train import RESUMED_FROM
+
+    snapshot = json.loads((layout.train / cell.cell_id / "checkpoint_manager_snapshot.json").read_text())
+    restarted = [r["metrics"][RESUMED_FROM] for r in snapshot["checkpoint_results"] if RESUMED_FROM in r["metrics"]]
+    assert restarted, "no epoch was reported after the restart"
+    if resume_every_s == 0:
+        assert min(restarted) >= 1, f"resumed from a state, not from scratch: {restarted}"
+    else:
+        assert set(restarted) == {0}, f"no state was written before the kill: from scratch: {restarted}"
     client = MlflowClient(spec.tracking_uri)
     run_id = read_json(layout.cell_run(cell.cell_id))["run_id"]
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == [1, 2, 3]

@@ -54,7 +54,7 @@ def build_local_study(root: Path) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     by_volume = raw["training"]["epochs_by_volume"]
     gen = raw["data"]["generate"]
-    rows = []
+    rows, base_rows = [], []
     for m in raw["models"]:
         size = m["size"]
         params = growth.params_from_label(size)
@@ -81,9 +81,27 @@ def build_local_study(root: Path) -> tuple[Path, Path]:
                     part.drop("epoch").write_parquet(path)
                 write_json(store / "cells" / cell / "checkpoints.json",
                            {"cell_id": cell, "checkpoints": [], "wall_s": 36.0 * params / 2e5, "gpus": 1, "cpus": 1.0})
+        # The untuned base each size starts from (evaluators/results.py UntunedBase): volume 0, epoch 0,
+        # at the random baseline on OOD and a little above it in domain.
+        base = f"base-{size}"
+        preds = []
+        for split, n, names in (("valid", gen["valid_per_ability"], ABILITIES), ("test", gen["test_per_ability"], ABILITIES),
+                                ("ood", gen["ood_per_subject"], OOD_SUBJECTS)):
+            for a in names:
+                correct = rng.random(n) < 0.25
+                preds.append(pl.DataFrame({  # every column the result store writes (platform/store/tables.py)
+                    "cell_id": base, "epoch": 0, "key": "", "backend": "transformers", "split": split, "ability": a,
+                    "idx": [str(i) for i in range(n)], "kind": "choice", "prompt": "", "text": "",
+                    "letter_logprobs": None, "candidate_nll": None, "parsed": None, "correct": correct,
+                    "expected": 0.25}))
+                base_rows.append((base, 0, split, a, 100 * correct.mean(), 25.0, n, size, "base", 0, "", m["name"], 0, 0))
+        path = store / "cells" / base / "predictions" / "epoch_000.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.concat(preds).write_parquet(path)
     scores = pl.DataFrame(rows, orient="row", schema=["cell_id", "epoch", "split", "ability", "score", "expected", "items",
                                                       "size", "source", "volume", "mix", "model", "seed", "epochs"])
     scores.write_parquet(store / "scores.parquet")
+    pl.DataFrame(base_rows, orient="row", schema=scores.columns).write_parquet(store / "base_scores.parquet")
     return spec_path, store
 
 
@@ -161,11 +179,29 @@ def test_local_report_opens_with_its_findings_and_fits_the_page(local_study):
     assert h["above_baseline"]["of"] == len(ABILITIES) and h["above_baseline"]["count"] >= 7
     assert "ethics" in h["pace"]["flat"] and "ethics" not in h["pace"]["fastest"]
     assert h["pace"]["non_overlapping"] and h["pace"]["at_least_threshold"] >= 3
-    assert h["sources"]["mean"]["side"] == "above" and h["sources"]["curated_better"] >= 5
+    assert h["sources"]["mean"]["side"] == "above" and h["sources"]["a_better"] >= 5
     # OOD is drawn at 25 + 640 / 64 = 35% on 20 items per subject: its side is whatever the interval says.
     t = h["transfer"]
     assert t["side"] == ("above" if t["ood"]["lo"] > t["baseline"] else None if t["ood"]["hi"] >= t["baseline"] else "below")
-    assert len(h["sentences"]) == 5
+    assert len(h["sentences"]) == 6
+    # The bases are no cells: 3 sizes x 2 sources x 4 volumes.
+    assert s["cells"] == 24 and "base" not in {r["source"] for r in s["measured"]}
+    oc = {r["size"]: r for r in s["ood_change"]["rows"]}
+    assert set(oc) == {"0.2M", "0.6M", "1.6M"} and all(r["base"] is not None for r in oc.values())
+    assert [v["volume"] for v in oc["1.6M"]["volumes"]] == [10, 40, 160, 640]
+    big = oc["1.6M"]
+    assert big["change"]["value"] == pytest.approx(big["volumes"][-1]["ood"]["value"] - big["volumes"][0]["ood"]["value"])
+    assert big["over_base"]["value"] == pytest.approx(big["volumes"][-1]["ood"]["value"] - big["base"]["value"])
+    assert h["ood_change"]["row"]["size"] == "1.6M"
+    assert "largest - base" in page
+    from growthpace.jobs.report import mlflow_series
+
+    series = mlflow_series(s)  # the parent run's transfer/<size>/<subject>: step = volume, 0 = the untuned base
+    assert series["transfer/1.6M/mean"] == pytest.approx({0: big["base"]["value"],
+                                                          **{v["volume"]: v["ood"]["value"] for v in big["volumes"]}})
+    subject = big["per_subject"][0]
+    assert series[f"transfer/1.6M/{subject['subject']}"][0] == pytest.approx(subject["base"])
+    assert series["transfer/1.6M/mean/change"] == {0: pytest.approx(big["change"]["value"])}
     first = page.index("<h2>Findings</h2>")
     assert first < page.index("<h2>Growth pace per ability</h2>")
     for sentence in h["sentences"]:
@@ -179,7 +215,9 @@ def test_local_report_opens_with_its_findings_and_fits_the_page(local_study):
     out = subprocess.run([sys.executable, str(bench), str(store)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()[1:]
-    assert [line.split()[0] for line in lines] == ["goal1", "goal2", "goal3", "goal4"]
+    assert [line.split()[0] for line in lines] == ["goal1", "goal2", "goal3", "goal4", "goal5"]
+    assert lines[4].startswith("goal5 transfer at 1.6M: largest-smallest=")
+    assert lines[4].endswith(f"met={h['ood_change']['shown']}")
     assert lines[0].startswith(f"goal1 above_baseline={h['above_baseline']['count']}/10 at 1.6M/640")
     assert lines[0].endswith("met=True") and lines[2].endswith("met=True")
     assert lines[3].endswith(f"met={t['side'] == 'above'}")

@@ -62,3 +62,20 @@ def test_generations_come_grouped_by_limit(enc):
     assert [{plan.generations[n].max_tokens for n in grp} for grp in groups] == [{max_new_tokens(SIX)}, {16}]
     with pytest.raises(RuntimeError, match="4 generations"):
         plan.predictions([], [])
+
+
+def test_a_generation_limit_above_max_length_never_empties_the_prompt(enc):
+    """Issue 28: math's 512-token limit under max_length 256 kept prompt[-(256 - 512):], nothing (vLLM: 'The
+    decoder prompt cannot be empty'). A reply is capped at half of max_length; the prompt keeps the rest."""
+    from growthpace.platform.core.items import capped_limits, describe_capped, effective_limits
+
+    long_math = Record("math", "long", (("user", "1+1=? " * 200), ("assistant", "2")), 0, None, "2")
+    full = enc.prompt(long_math.prompt)
+    assert len(full) > 256
+    for limits, max_length, steps in (({}, 256, 128), ({"math": 60}, 64, 32), ({"math": 16}, 128, 16), ({}, 2048, 512)):
+        (g,) = plan_requests(enc, [long_math], limits, max_length=max_length).generations
+        assert g.max_tokens == steps and g.prompt == full[-(max_length - steps):] and len(g.prompt) >= min(len(full), max_length // 2)
+    assert capped_limits({}, 256) == {"math": (512, 128)} and capped_limits({"math": 16}, 128) == {}
+    assert "math 128 (not 512)" in describe_capped({}, 256) and describe_capped({}, 2048) is None
+    # a result's key hashes the limits used: new under the cap, unchanged for a study it leaves alone
+    assert effective_limits({"choice": 2}, 256) == {"choice": 2, "math": 128} and effective_limits({"math": 16}, 128) == {"math": 16}

@@ -20,6 +20,7 @@ def test_follow_backs_off_while_nothing_new_and_resets_after_a_scored_pass():
     found = iter([0, 0, 1, 0, 0, 0, 0, 0, 0, 0])  # checkpoints scored per pass: the third pass finds one
     scoring = Scoring.__new__(Scoring)  # the loop alone: no spec, Ray or MLflow
     scoring.once = lambda: next(found)
+    scoring.pools = {}  # no scoring actors started: follow closes none
     sweep, errors = _Sweep(7), []
     scoring.follow(sweep, errors)
     first, cap = FOLLOW_WAIT_S

@@ -53,6 +53,16 @@ def test_local_spec_is_valid():
          "evaluation.resources.by_size.99b"),
         (lambda s: s.setdefault("evaluation", {}).update(resources={"by_size": {"x": {"concurrency": 0}}}),
          "evaluation.resources.by_size.x.concurrency"),
+        # issue 28: the scoring side's resources are as strict as training's; settings that cannot work together
+        (lambda s: s.setdefault("evaluation", {}).update(resources={"custom": {"n": -1}}), "evaluation.resources.custom.n"),
+        (lambda s: s.setdefault("evaluation", {}).update(resources={"by_size": {"s": {"custom": {"n": True}}}}),
+         "evaluation.resources.by_size.s.custom.n"),
+        (lambda s: s.setdefault("evaluation", {}).update(splits=["test"]), "evaluation.splits"),
+        (lambda s: s["data"].update(synthetic_volumes=[40]), "data.synthetic_volumes"),
+        (lambda s: s.update(tracking={"experiment": " "}), "tracking.experiment"),
+        (lambda s: s.update(analysis={"seed": -2}), "analysis.seed"),
+        (lambda s: s.update(storage="~growthpace-no-such-user/store"), "storage"),
+        (lambda s: s["models"][0].update(name="~growthpace-no-such-user/llama"), "models[0].name"),
     ],
 )
 def test_bad_spec_names_field(tmp_path, mutate, field):

@@ -90,7 +90,7 @@ def test_predictions_without_a_column_rescore_reads_are_refused(tmp_path, column
 
 def test_a_command_reads_the_eval_sets_once(tmp_path, small_data, monkeypatch):
     """prepare reads them (its pre-flight) and every scoring pass of the command (streaming beside the
-    sweep, then the final one) and rescore use that one read."""
+    sweep, then the final one) uses that one read (rescore, too, scores what its prepare read)."""
     from growthpace.jobs import evaluate, study
     from growthpace.platform.data import dataset
     from growthpace.platform.data.specfile import load_spec
@@ -111,6 +111,7 @@ def test_a_command_reads_the_eval_sets_once(tmp_path, small_data, monkeypatch):
     assert streaming.sets is prepared.eval_sets and final.sets is prepared.eval_sets
     assert len(reads) == 1
 
-    reads.clear()
-    assert evaluate.run_rescore(spec) == 0
-    assert len(reads) == 1
+    reads.clear()  # rescore on a storage with no stored predictions refuses before reading or writing (issue 28)
+    with pytest.raises(FileNotFoundError, match="no stored predictions to rescore"):
+        evaluate.run_rescore(spec)
+    assert reads == []

@@ -81,3 +81,29 @@ def test_resumed_run_equals_uninterrupted_with_accumulation(process_group, cell,
     got = _weights(resumed)
     assert max((got[k] - want[k]).abs().max().item() for k in want) <= 1e-6
     assert any((got[k] != first_w).any() for k, first_w in _weights(first).items())  # training moved on
+
+
+def test_fp16_overflow_skips_are_counted_per_epoch(process_group, cell):
+    """An overflowing fp16 batch is skipped by DeepSpeed yet counted in global_steps (the step assert
+    passes): the epoch's skipped_steps says how many updates were lost."""
+    from growthpace.platform.train.train import CellTraining
+
+    config, examples = cell
+    training = CellTraining({**config, "precision": "fp16", "zero_stage": 2}, examples, 0, 1, torch.device("cpu"))
+    training.train_epoch(0)
+    assert training.skipped_steps == 0
+    poisoned = [True]
+
+    def overflow(grad):  # the first micro-batch of the next epoch overflows, as a too-high loss scale would
+        if poisoned[0]:
+            poisoned[0] = False
+            return torch.full_like(grad, float("inf"))
+        return grad
+
+    handle = training.engine.module.get_input_embeddings().weight.register_hook(overflow)
+    training.train_epoch(1)
+    handle.remove()
+    assert training.engine.global_steps == 2 * training.steps_per_epoch
+    assert training.skipped_steps == 1
+    training.train_epoch(2)
+    assert training.skipped_steps == 0

@@ -3,7 +3,7 @@ and of every verdict. Runs for real; skipped only where vLLM is not installed.""
 
 import pytest
 
-from growthpace.evaluators.requests import Continuation
+from growthpace.evaluators.requests import Continuation, Generation
 from growthpace.evaluators.backends import predict
 from growthpace.evaluators.scoring import score
 from growthpace.platform.data.dataset import load_eval_sets  # noqa: F401  (import check)
@@ -31,6 +31,18 @@ def test_continuation_loglik_parity(backends):
     a = v.continuation_nll(requests)
     b = t.continuation_nll(requests)
     assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_summed_loglikelihood_and_greedy_flag_parity(backends):
+    """Backend.loglikelihood (lm-eval's loglikelihood request): the summed log-prob and is-greedy agree; a
+    continuation the model writes itself is greedy in both."""
+    v, t = backends
+    prompt = v.enc.prompt((("user", "Which organ pumps blood?"),))
+    greedy = t.generate([Generation(0, prompt, 4, True, "", ())])[0].tokens
+    requests = [Continuation(0, prompt, v.enc.text("heart")), Continuation(1, prompt, list(greedy))]
+    a, b = v.loglikelihood(requests), t.loglikelihood(requests)
+    assert [x for x, _ in a] == pytest.approx([x for x, _ in b], abs=1e-4)
+    assert [g for _, g in a] == [g for _, g in b] and a[1][1] is True
 
 
 def test_same_verdict_on_every_item(backends, small_data):

@@ -2,7 +2,8 @@
 
 A backend is one loaded checkpoint that answers the requests of evaluators/requests.py, in the order
 given (lm-evaluation-harness's small model interface): ``generate`` (greedy replies with the letter
-log-probs at the first answer position), ``continuation_nll`` and ``close``. Requests arrive cut to
+log-probs at the first answer position), ``continuation_nll``, ``loglikelihood`` (summed log-prob and
+is-greedy, what lm-eval tasks ask) and ``close``. Requests arrive cut to
 ``max_length``; a backend neither frames, cuts nor groups by kind. VLLMBackend, TransformersBackend
 and ProcessorBackend (ray.data.llm) implement it.
 """
@@ -29,6 +30,11 @@ class Backend(Protocol):
 
     def continuation_nll(self, requests: Sequence[Continuation]) -> list[float]:
         """Mean token NLL of each continuation given its prompt."""
+        ...
+
+    def loglikelihood(self, requests: Sequence[Continuation]) -> list[tuple[float, bool]]:
+        """Summed log-prob of each continuation given its prompt, and whether greedy decoding writes
+        every one of its tokens (lm-eval's loglikelihood request, evaluators/lm_eval_tasks.py)."""
         ...
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ type does in lm-evaluation-harness; ``plan_requests`` turns the items into reque
 backend (transformers, vLLM in-process, vLLM through ray.data.llm) answers the same requests:
 
 - a ``Generation`` per generated item: the ChatEncoder prompt, cut from the left so that prompt and
-  reply fit ``max_length``; greedy reply of at most the kind's token limit (capped by ``limits``),
+  reply fit ``max_length``; greedy reply of at most the kind's token limit (capped by ``limits``
+  and by half of ``max_length``: core/items.py generation_limit),
   stopped at <eot>; for choice items the log-prob of each of the item's option letters (A to H,
   ``scoring.option_letters``) at the FIRST answer position. A limit of 0 reads that position alone: the
   letters' log-probs and no reply (how CMMLU and AGIEval are scored);
@@ -21,12 +22,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from growthpace.evaluators.scoring import Prediction, max_new_tokens, needs
-from growthpace.platform.core.items import option_letters, question_kind
+from growthpace.evaluators.scoring import Prediction, needs
+from growthpace.platform.core.items import generation_limit, option_letters, question_kind
 from growthpace.platform.data.chat import ChatEncoder
 from growthpace.platform.core.items import Record
 
-NO_LIMIT = 10**9
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Generation:
     reply: bool  # False: only the letters are read (limit 0), the generated token is dropped
     letters: str  # option letters whose log-prob is read at the first answer position ("" none)
     letter_ids: tuple[int, ...]  # the token each letter starts with, as the model would write it
+    stop: tuple[int, ...] | None = None  # token ids that end the reply; None: the chat framing's <eot>
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,16 @@ class RequestPlan:
 
 
 def by_limit(requests: Sequence[Generation]) -> list[list[int]]:
-    """Indices of ``requests`` grouped by token limit: what a backend runs in one generate call."""
-    groups: dict[int, list[int]] = defaultdict(list)
+    """Indices of ``requests`` grouped by token limit and stop ids: what a backend runs in one generate call."""
+    groups: dict[tuple[int, tuple[int, ...]], list[int]] = defaultdict(list)
     for n, g in enumerate(requests):
-        groups[g.max_tokens].append(n)
+        groups[(g.max_tokens, g.stop or ())].append(n)
     return [groups[k] for k in sorted(groups)]
+
+
+def stop_ids(g: Generation, eot: int) -> list[int]:
+    """The token ids that end ``g``'s reply."""
+    return list(g.stop) if g.stop is not None else [eot]
 
 
 def letter_ids(enc: ChatEncoder, letters: str) -> tuple[int, ...]:
@@ -114,7 +120,7 @@ def plan_requests(enc: ChatEncoder, records: Sequence[Record], limits: dict[str,
                 conts.append(Continuation(i, prompt[-max(1, max_length - len(c)) :], c))
             continue
         kind = question_kind(r)
-        limit = min(max_new_tokens(r), limits.get(kind, NO_LIMIT))
+        limit = generation_limit(kind, limits, max_length)  # the prompt keeps at least half of max_length
         steps = max(1, limit)
         letters = option_letters(r) if kind == "choice" else ""
         if letters not in ids:

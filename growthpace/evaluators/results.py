@@ -22,8 +22,8 @@ import polars as pl
 
 from growthpace.evaluators.scoring import Prediction, REGISTRY, SCORER_VERSION, score
 from growthpace.platform.core.items import question_kind
-from growthpace.platform.core.cells import Cell
-from growthpace.platform.store.checkpoints import check_checkpoint, checkpoint_hash, read_checkpoints
+from growthpace.platform.core.cells import BASE_SOURCE, Cell
+from growthpace.platform.store.checkpoints import check_checkpoint, checkpoint_hash, model_dir, model_hash, read_checkpoints
 from growthpace.platform.core.items import Record
 from growthpace.platform.store.storage import (Layout, StoredFileError, read_json, read_parquet, rebuild_hint, write_json, write_parquet)
 from growthpace.platform.store.tables import (CELL_SCORES, CELL_SETTINGS, PREDICTIONS, RESULT_BACKEND, RESULT_KEY, SCORES,
@@ -110,10 +110,56 @@ class ToScore:
     epoch: int
     path: str
     key: ResultKey
+    model: str | None = None  # the HF folder to load: the checkpoint's model/ unless set (an untuned base)
+
+    @property
+    def model_path(self) -> str:
+        return self.model or str(model_dir(self.path))
 
     def row(self) -> dict:
         """As a Ray Data row (the key in its string form)."""
-        return {"cell_id": self.cell_id, "epoch": self.epoch, "path": self.path, "key": str(self.key)}
+        return {"cell_id": self.cell_id, "epoch": self.epoch, "path": self.path, "model": self.model_path,
+                "key": str(self.key)}
+
+
+# An untuned base's result is stored like a checkpoint's, under cells/base-<base folder>/, epoch 0.
+BASE_EPOCH = 0
+
+
+@dataclass(frozen=True)
+class UntunedBase:
+    """The base model a size's cells start from, as a result-store unit: it has a cell id and the
+    settings scores.parquet's rows carry (source "base", volume 0), so rescore takes it beside the
+    cells and collect_scores writes its rows (into base_scores.parquet)."""
+
+    model: str
+    size: str
+    seed: int
+    path: str  # the HF folder (base/<key>/)
+
+    @property
+    def cell_id(self) -> str:
+        return f"base-{str(self.path).rstrip('/').rsplit('/', 1)[-1]}"
+
+    def params(self) -> dict:
+        return {"model": self.model, "size": self.size, "source": BASE_SOURCE, "volume": 0, "mix": "",
+                "seed": self.seed, "epochs": 0}
+
+
+def pending_bases(bases: list[UntunedBase], layout: Layout, set_hash: str) -> Pending:
+    """The untuned bases without a result under their current key (a base folder not written yet is
+    left for a later pass); each is hashed once, so a rerun does not score it again."""
+    out = Pending()
+    for base in bases:
+        digest = model_hash(base.path)
+        if digest is None:
+            continue
+        key = result_key(digest, set_hash)
+        if stored_key(layout, base.cell_id, BASE_EPOCH) == key:
+            out.scored_before += 1
+        else:
+            out.todo.append(ToScore(base.cell_id, BASE_EPOCH, base.path, key, model=str(base.path)))
+    return out
 
 
 @dataclass
@@ -208,7 +254,7 @@ def _stored_row_key(f, row: dict) -> ResultKey:
         raise StoredFileError(f"{f}: column 'key' is not a result key ({e}); {rebuild_hint(f)}") from None
 
 
-def rescore(cells: list[Cell], layout: Layout, sets: EvalSets, limits: dict[str, int]) -> Rescored:
+def rescore(cells: list[Cell | UntunedBase], layout: Layout, sets: EvalSets, limits: dict[str, int]) -> Rescored:
     """Re-apply the current scorers to stored predictions (no model is run).
 
     Every stored file is read and checked before the first is rewritten, so a damaged file deep in the
@@ -248,8 +294,16 @@ def cell_scores(layout: Layout, cell_id: str) -> pl.DataFrame:
     return pl.concat([read_parquet(f) for f in files]) if files else pl.DataFrame()
 
 
-def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
-    """scores.parquet: one row per (cell, epoch, split, ability), with the cell's settings."""
+def collect_scores(cells: list[Cell | UntunedBase], layout: Layout) -> pl.DataFrame:
+    """scores.parquet: one row per (cell, epoch, split, ability), with the cell's settings; the untuned
+    bases among ``cells`` go to base_scores.parquet (returned: the cells' frame)."""
+    bases = [c for c in cells if isinstance(c, UntunedBase)]
+    if bases:
+        _collect(bases, layout, layout.base_scores)
+    return _collect([c for c in cells if not isinstance(c, UntunedBase)], layout, layout.scores)
+
+
+def _collect(cells: list[Cell | UntunedBase], layout: Layout, path) -> pl.DataFrame:
     frames = []
     for cell in cells:
         part = cell_scores(layout, cell.cell_id)
@@ -260,5 +314,5 @@ def collect_scores(cells: list[Cell], layout: Layout) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame()
     out = pl.concat(frames, how="vertical_relaxed").sort(["cell_id", "epoch", "split", "ability"]).select(SCORES.names)
-    write_parquet(layout.scores, out)
+    write_parquet(path, out)
     return out

@@ -30,7 +30,7 @@ from typing import Callable
 from growthpace.evaluators import math_answer, math_verify_worker
 from growthpace.evaluators.math_answer import clean_answer, extract_math_answer, math_equivalent_rules
 from growthpace.evaluators.math_verify_worker import math_verify_equivalent
-from growthpace.platform.core.items import (FALSE_WORDS, GOLD_LETTERS, KINDS, TRUE_WORDS, Record, gold_truth, n_options,
+from growthpace.platform.core.items import (FALSE_WORDS, GENERATION_LIMITS, GOLD_LETTERS, KINDS, TRUE_WORDS, Record, gold_truth, n_options,
                                             option_letters, parse_letter_set, question_kind)
 
 # Bump the leading number whenever a rule changes: results are cached by this string, and
@@ -77,7 +77,8 @@ DIFFERENCES: tuple[Difference, ...] = (
         "generation-limit", "every",
         "generates every reply up to 1,024 tokens (greedy, to the end-of-turn token)",
         "generates up to the kind's `max_new_tokens` (choice 4, true/false, cloze, multi-select 8, math 512; "
-        "`evaluation.max_new_tokens` may cap it): a rule that reads the whole reply sees only that much",
+        "`evaluation.max_new_tokens` may lower it, and it is at most half of `training.max_length` so the prompt "
+        "keeps the other half): a rule that reads the whole reply sees only that much",
     ),
     Difference(
         "choice-first-position", "choice",
@@ -309,15 +310,15 @@ def _zero(record: Record) -> float:
 
 REGISTRY: dict[str, KindSpec] = {
     # one letter then <eot>; a longer reply is decided by the first position's log-probs
-    "choice": KindSpec(_score_choice, _expected_choice, "generate", 4),
+    "choice": KindSpec(_score_choice, _expected_choice, "generate", GENERATION_LIMITS["choice"]),
     # 正确/错误 can take several tokens in a byte-fallback tokenizer
-    "true_false": KindSpec(_score_true_false, lambda r: 0.5, "generate", 8),
-    "cloze": KindSpec(_score_cloze, _zero, "generate", 8),
-    "perplexity": KindSpec(_score_perplexity, _expected_perplexity, "rank", 0),
+    "true_false": KindSpec(_score_true_false, lambda r: 0.5, "generate", GENERATION_LIMITS["true_false"]),
+    "cloze": KindSpec(_score_cloze, _zero, "generate", GENERATION_LIMITS["cloze"]),
+    "perplexity": KindSpec(_score_perplexity, _expected_perplexity, "rank", GENERATION_LIMITS["perplexity"]),
     # chain of thought: long enough for a worked solution; generation stops at <eot>
-    "math": KindSpec(_score_math, _zero, "generate", 512),
+    "math": KindSpec(_score_math, _zero, "generate", GENERATION_LIMITS["math"]),
     # up to "A, B, C, D"
-    "multi_select": KindSpec(_score_multi_select, _expected_multi_select, "generate", 8),
+    "multi_select": KindSpec(_score_multi_select, _expected_multi_select, "generate", GENERATION_LIMITS["multi_select"]),
 }
 assert set(REGISTRY) == set(KINDS)
 
@@ -334,7 +335,11 @@ def max_new_tokens(record: Record) -> int:
     return _spec(record).max_new_tokens
 
 
+def expected(record: Record) -> float:
+    """The item's random-baseline expected score: its ability's declared baseline, else its kind's rule."""
+    return _spec(record).expected(record) if record.baseline is None else record.baseline
+
+
 def score(record: Record, prediction: Prediction) -> Verdict:
-    spec = _spec(record)
-    parsed, correct = spec.scorer(record, prediction)
-    return Verdict(parsed=parsed, correct=bool(correct), expected=spec.expected(record))
+    parsed, correct = _spec(record).scorer(record, prediction)
+    return Verdict(parsed=parsed, correct=bool(correct), expected=expected(record))

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from growthpace.evaluators.backends import Backend
-from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
+from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit, stop_ids
 from growthpace.platform.data.chat import ChatEncoder
 from growthpace.platform.store.checkpoints import checkpoint_dtype
 
@@ -50,14 +50,16 @@ class TransformersBackend(Backend):
     def generate(self, requests: Sequence[Generation]) -> list[Reply]:
         replies: list[Reply | None] = [None] * len(requests)
         for group in by_limit(requests):
-            got = self._generate([requests[n].prompt for n in group], requests[group[0]].max_tokens,
-                                 [requests[n].letter_ids for n in group])
+            first = requests[group[0]]
+            got = self._generate([requests[n].prompt for n in group], first.max_tokens,
+                                 [requests[n].letter_ids for n in group], stop_ids(first, self.enc.eot))
             for n, reply in zip(group, got):
                 replies[n] = reply
         return replies  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], max_new_tokens: int, watch: list[tuple[int, ...]]) -> list[Reply]:
+    def _generate(self, prompts: list[list[int]], max_new_tokens: int, watch: list[tuple[int, ...]],
+                  stop: list[int]) -> list[Reply]:
         """Greedy replies, and for each prompt the first-step log-probs of its ``watch`` token ids."""
         replies: list[Reply | None] = [None] * len(prompts)
         for idx in self._chunks(len(prompts), [len(p) for p in prompts]):
@@ -72,7 +74,7 @@ class TransformersBackend(Backend):
                 attention_mask=mask.to(self.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
-                eos_token_id=self.enc.eot,
+                eos_token_id=stop,
                 pad_token_id=self.enc.pad,
                 output_scores=True,
                 return_dict_in_generate=True,
@@ -82,11 +84,19 @@ class TransformersBackend(Backend):
                 replies[i] = Reply(out.sequences[row, width:].tolist(), tuple(step0[row, t].item() for t in watch[i]))
         return replies  # type: ignore[return-value]
 
-    @torch.inference_mode()
     def continuation_nll(self, requests: Sequence[Continuation]) -> list[float]:
         """Mean token NLL of each continuation given its prompt."""
+        return [-lp.mean().item() for lp, _ in self._continuation_logprobs(requests)]
+
+    def loglikelihood(self, requests: Sequence[Continuation]) -> list[tuple[float, bool]]:
+        """Summed log-prob of each continuation given its prompt, and whether each token is the argmax."""
+        return [(lp.sum().item(), greedy) for lp, greedy in self._continuation_logprobs(requests)]
+
+    @torch.inference_mode()
+    def _continuation_logprobs(self, requests: Sequence[Continuation]) -> list[tuple[torch.Tensor, bool]]:
+        """Each continuation's token log-probs given its prompt, and whether every one is the argmax there."""
         pairs = [(c.prompt, c.continuation) for c in requests]
-        nll = [0.0] * len(pairs)
+        out: list[tuple[torch.Tensor, bool]] = [None] * len(pairs)  # type: ignore[list-item]
         for idx in self._chunks(len(pairs), [len(p) + len(c) for p, c in pairs]):
             width = max(len(pairs[i][0]) + len(pairs[i][1]) for i in idx)
             ids = torch.full((len(idx), width), self.enc.pad, dtype=torch.long)
@@ -100,9 +110,9 @@ class TransformersBackend(Backend):
             for row, i in enumerate(idx):
                 p, c = pairs[i]
                 pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-                token_lp = logp[row, pos, torch.tensor(c)]
-                nll[i] = -token_lp.mean().item()
-        return nll
+                tokens = torch.tensor(c)
+                out[i] = (logp[row, pos, tokens], bool((logp[row, pos].argmax(-1) == tokens).all()))
+        return out
 
     def close(self) -> None:
         del self.model

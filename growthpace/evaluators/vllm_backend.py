@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from growthpace.evaluators.backends import Backend
-from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit
+from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit, stop_ids
 from growthpace.platform.core.items import ALL_OPTION_LETTERS
 from growthpace.platform.data.chat import ChatEncoder
 from growthpace.platform.store.checkpoints import checkpoint_dtype
@@ -94,12 +94,49 @@ def _reload_in_worker(worker, weights_path: str, tied: bool) -> None:
         head.quant_method.process_weights_after_loading(head)
 
 
-def sampling(max_tokens: int, eot: int, letter_ids: Sequence[int] = ()) -> dict:
-    """A generation request's sampling parameters; log-probs of just the letters, not the whole vocabulary."""
+# The swap check (VLLMBackend._check_swap): a reference forward in transformers on CPU, float32, only
+# up to these weight bytes (a 2B 16-bit model loads and runs a short prompt in seconds; a 33b would cost
+# what a fresh engine costs), and how far the engine may differ from it: float32 engines (CPU) matched transformers
+# within 5e-7 (docs/STACK_NOTES), 16-bit engines round each layer.
+SWAP_CHECK_MAX_BYTES = 4 * 10**9
+SWAP_CHECK_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.15, "float16": 0.05}
+_PROBE = (("user", "What is 12 plus 30? Answer with a number."), ("assistant", "The answer is 42."))
+
+
+def probe_request(enc: ChatEncoder) -> Continuation:
+    """A fixed chat exchange as a continuation request: its reply's tokens are the probe."""
+    (role, question), (_, answer) = _PROBE
+    return Continuation(0, enc.prompt([(role, question)]), enc.text(answer) + [enc.eot])
+
+
+def torch_on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def reference_logprobs(model_dir: str | Path, request: Continuation) -> list[float] | None:
+    """transformers' log-prob of each continuation token, from the checkpoint's files on CPU in float32;
+    None for weights above SWAP_CHECK_MAX_BYTES."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) > SWAP_CHECK_MAX_BYTES:
+        return None
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([request.sequence])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return [logp[i - 1, request.sequence[i]].item() for i in range(len(request.prompt), len(request.sequence))]
+
+
+def sampling(max_tokens: int, stop: int | Sequence[int], letter_ids: Sequence[int] = ()) -> dict:
+    """A generation request's sampling parameters (``stop``: the id or ids that end it); log-probs of
+    just the letters, not the whole vocabulary."""
     return {
         "max_tokens": max_tokens,
         "temperature": 0.0,
-        "stop_token_ids": [eot],
+        "stop_token_ids": [stop] if isinstance(stop, int) else list(stop),
         "skip_special_tokens": False,
         "logprob_token_ids": list(letter_ids) or None,
     }
@@ -135,6 +172,7 @@ class VLLMBackend(Backend):
         self.max_length = max_length
         self.model_dir = str(model_dir)
         self.signature = signature(model_dir, max_length)
+        self.probe = self._probe_logprobs()
 
     def swap(self, model_dir: str | Path) -> None:
         """Load another checkpoint of the same signature into this engine in place; nothing computed
@@ -146,7 +184,30 @@ class VLLMBackend(Backend):
         self.llm.collective_rpc(_reload_in_worker, kwargs={"weights_path": str(model_dir), "tied": tied})
         if not self.llm.reset_prefix_cache():
             raise RuntimeError(f"{model_dir}: the engine's prefix cache could not be reset after the swap")
+        self._check_swap(model_dir)
         self.model_dir = str(model_dir)
+
+    def _probe_logprobs(self) -> list[float]:
+        """The engine's log-prob of each token of a fixed chat prompt (the swap check's probe)."""
+        return [lp for lp, _ in self._continuation_logprobs([probe_request(self.enc)])[0]]
+
+    def _check_swap(self, model_dir: str | Path) -> None:
+        """After an in-place swap, the probe's log-probs must be the checkpoint's own (vllm#32718 reports
+        stale weights after a reload): they must change from the previous checkpoint's, and, for a model
+        small enough to run here (SWAP_CHECK_MAX_BYTES), match transformers on the checkpoint's files.
+        Raises RuntimeError, so ``engines.warm`` starts a fresh engine and says why."""
+        got = self._probe_logprobs()
+        if max(abs(a - b) for a, b in zip(got, self.probe)) < 1e-6:
+            raise RuntimeError(f"{model_dir}: after the swap the probe's log-probs equal the previous checkpoint's "
+                               f"({self.model_dir}): the engine may still hold its weights")
+        want = reference_logprobs(model_dir, probe_request(self.enc))
+        if want is not None:
+            tol = SWAP_CHECK_TOLERANCE[checkpoint_dtype(model_dir) if torch_on_gpu() else "float32"]
+            worst = max(abs(a - b) for a, b in zip(got, want))
+            if worst > tol:
+                raise RuntimeError(f"{model_dir}: after the swap the probe's log-probs differ from transformers' on "
+                                   f"the checkpoint by {worst:.3g} (> {tol:g}): the swap left stale weights")
+        self.probe = got
 
     def _run(self, token_lists: list[list[int]], params):
         from vllm.inputs import TokensPrompt
@@ -160,7 +221,7 @@ class VLLMBackend(Backend):
 
         replies: list[Reply | None] = [None] * len(requests)
         for group in by_limit(requests):
-            params = [SamplingParams(**sampling(requests[n].max_tokens, self.enc.eot, requests[n].letter_ids)) for n in group]
+            params = [SamplingParams(**sampling(requests[n].max_tokens, stop_ids(requests[n], self.enc.eot), requests[n].letter_ids)) for n in group]
             for n, out in zip(group, self._run([requests[n].prompt for n in group], params)):
                 o, watch = out.outputs[0], requests[n].letter_ids
                 step0 = o.logprobs[0] if watch and o.logprobs else {}
@@ -169,6 +230,16 @@ class VLLMBackend(Backend):
 
     def continuation_nll(self, requests: Sequence[Continuation]) -> list[float]:
         """From ``prompt_logprobs=0`` on prompt + continuation: the log-prob of every given token."""
+        return [-sum(lp for lp, _ in tokens) / len(tokens) for tokens in self._continuation_logprobs(requests)]
+
+    def loglikelihood(self, requests: Sequence[Continuation]) -> list[tuple[float, bool]]:
+        """Summed log-prob, and greedy when every given token ranks first in its position."""
+        return [(sum(lp for lp, _ in tokens), all(rank == 1 for _, rank in tokens))
+                for tokens in self._continuation_logprobs(requests)]
+
+    def _continuation_logprobs(self, requests: Sequence[Continuation]) -> list[list[tuple[float, int]]]:
+        """(log-prob, vocabulary rank) of each continuation token, from ``prompt_logprobs=0`` (the given
+        token's own entry carries its rank)."""
         from vllm import SamplingParams
 
         if not requests:
@@ -177,8 +248,7 @@ class VLLMBackend(Backend):
         result = []
         for c, out in zip(requests, outs):
             seq, lps = c.sequence, out.prompt_logprobs
-            values = [lps[i][seq[i]].logprob for i in range(len(c.prompt), len(seq))]
-            result.append(-sum(values) / len(values))
+            result.append([(lps[i][seq[i]].logprob, lps[i][seq[i]].rank) for i in range(len(c.prompt), len(seq))])
         return result
 
     def close(self) -> None:

@@ -64,7 +64,9 @@ def run_benchmark(model: Path, sources: dict[str, Path], shots: Sequence[int], *
                   batch_size: int = 32) -> tuple[str, list[dict[str, Any]]]:
     """(backend used, one row per setting); every file is read and checked before the model loads."""
     from growthpace.evaluators.engines import load, resolve
+    from growthpace.platform.store.checkpoints import check_checkpoint
 
+    check_checkpoint(model, scored=False, model=model)  # evaluate's pre-flight: weights, config, tokenizer
     settings = load_settings(sources, shots)
     name = resolve(backend)[0] if backend == "auto" else backend
     engine = load(name, model, batch_size)

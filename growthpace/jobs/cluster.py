@@ -89,7 +89,10 @@ def connect(spec: Spec) -> None:
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
         )
-    ray.init(**kwargs)
+    from growthpace.jobs.progress import held_output
+
+    with held_output():  # Ray's start-up output (its token-auth notice) goes to the study's log
+        ray.init(**kwargs)
     global _connected_here
     _connected_here = True
 
@@ -109,23 +112,39 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def capacity():
+# Where `ray up` leaves the cluster's config on the head node (the autoscaler reads it from there).
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def capacity(spec: Spec):
     """(the alive nodes' resources, the autoscaler's node types or None): what placement_problems compares.
 
-    Ray has no public call for the node types an autoscaler may add; the cluster config the autoscaler
-    reports to the GCS (KubeRay, the cluster launcher) is what Ray Train's own worker-group check reads
-    (`ray._private.state.state.get_cluster_config`), so it is read here, in this one place. None: no
-    autoscaler, the cluster is what it is.
+    Ray has no call that lists the node types an autoscaler may add (the cluster config an autoscaler could
+    report to the GCS is never written by open-source Ray 2.60), so they come from the cluster file:
+    ray.cluster_file, else the copy `ray up` left on the head. None: no file, the cluster is what it is.
     """
     import ray
-    from ray._private import state
-
-    from growthpace.platform.core.capacity import NodeType
 
     present = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
-    config = state.state.get_cluster_config()
-    if config is None:
-        return present, None
-    types = [NodeType(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
-             for g in config.node_group_configs]
-    return present, types
+    return present, autoscaler_node_types(spec)
+
+
+def autoscaler_node_types(spec: Spec):
+    """The node types of the cluster file (capacity above), or None when there is none."""
+    import yaml
+
+    from growthpace.platform.core.capacity import cluster_node_types
+    from growthpace.platform.core.spec import SpecError
+
+    path = os.path.expanduser(spec.ray.cluster_file or BOOTSTRAP_CONFIG)
+    if spec.ray.cluster_file is None and not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+        if not isinstance(config, dict):
+            raise ValueError("not a mapping of cluster settings")
+        return cluster_node_types(config)
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+        where = "field 'ray.cluster_file'" if spec.ray.cluster_file else "the cluster config"
+        raise SpecError(f"{where}: {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -128,7 +128,7 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
 
     from growthpace.jobs.progress import active
     from growthpace.jobs.errors import SweepError
-    from growthpace.jobs.sweep import fit_grid, trial_errors
+    from growthpace.jobs.sweep import driver_bundle, fit_grid, trial_errors
     from growthpace.jobs.tune_progress import PretrainProgress
 
     layout, training = study.layout, study.spec.training
@@ -146,8 +146,9 @@ def pretrain_bases(study, raw_bases: dict[str, StoragePath], tokenizers: dict[st
     for j in pending:
         tokens = write_tokens(layout, j, tokenizers[j.model])
         train = {**pretrain.train_settings(j.settings), "base_model": j.raw, "tokens": str(tokens)}
-        trials.append({"job": asdict(j), "train": train, "storage": str(layout.root)})
-    trainable = tune.with_resources(_pretrain_trial, lambda p: {"CPU": p["trial"]["job"]["resources"]["driver_cpus"]})
+        trials.append({"job": asdict(j), "train": train, "storage": str(layout.root),
+                       "driver": driver_bundle(j.resources["driver_cpus"], study.spec.ray.driver_resources)})
+    trainable = tune.with_resources(_pretrain_trial, lambda p: p["trial"]["driver"])
     name = f"pretrain-{stable_hash(sorted(j.key for j in pending))}"
     results = fit_grid(trainable, trials, name, layout, training.max_concurrent_trials, PretrainProgress())
     failed = [j.size for j in pending if not j.done()]
@@ -162,8 +163,7 @@ def plan_rows(study) -> list[dict[str, Any]]:
     tokens, as study.plan_rows counts a cell's), and the corpus's own tokens (None where the corpus or a
     counting tokenizer is not at hand). Imports neither torch nor transformers: the preset tokenizer
     here is plan's bare BPE."""
-    from growthpace.jobs.study import model_params
-    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.jobs.study import model_params, stream_tokens
 
     spec = study.spec
     params = model_params(study)
@@ -175,8 +175,7 @@ def plan_rows(study) -> list[dict[str, Any]]:
         corpus = corpus_path(spec.data_root, m.pretrain)
         corpus_tokens = None
         if corpus.is_file() and m.name in PRESETS and study.tokenizer is not None:
-            docs = documents(corpus)
-            corpus_tokens = sum(ChatEncoder(study.tokenizer).text_lengths(docs)) + len(docs)  # + one EOT each
+            corpus_tokens = stream_tokens(documents(corpus), study.tokenizer)
         rows.append({"model": m.name, "size": m.size, "steps": settings["steps"], "batch": settings["batch"],
                      "block": settings["block"], "tokens": pretrain.tokens_seen(settings),
                      "flops": 6 * params[m.name] * pretrain.tokens_seen(settings),

@@ -10,6 +10,7 @@ view; elsewhere (CI, `ray job submit` logs) one plain line per event.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
@@ -28,6 +29,64 @@ _active: StudyView | None = None
 
 def active() -> StudyView | None:
     return _active
+
+
+# What a library printed while output was held (ray.init's token-authentication notice, its start-up
+# warnings: jobs/cluster.py connect): the study's log file takes it once the view captures the libraries'
+# output, so the terminal shows growthpace's own lines, and a spec the cluster refuses its one error line.
+_held: Path | None = None
+
+
+@contextlib.contextmanager
+def held_output():
+    """File descriptors 1 and 2 point at a private file for the duration (Python logging and the child
+    processes started meanwhile alike), unless the view already sends them to its log. If the block
+    fails, what it printed goes to the terminal after all."""
+    global _held
+    if _active is not None and _active._saved:
+        yield
+        return
+    folder = Path(tempfile.gettempdir()) / "growthpace"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"held-{os.getpid()}.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        if failed:
+            sys.stderr.write(path.read_text(errors="replace"))
+            path.unlink(missing_ok=True)
+        else:
+            _held = path
+            atexit.register(take_held_output)  # no view took it (a refused spec): leave no file behind
+
+
+def take_held_output() -> str:
+    """What was printed while output was held, once (StudyView.capture writes it into the log)."""
+    global _held
+    if _held is None:
+        return ""
+    path, _held = _held, None
+    try:
+        text = path.read_text(errors="replace")
+        path.unlink()
+    except OSError:
+        return ""
+    return text
 
 
 def log_path(layout, name: str) -> Path:
@@ -198,6 +257,7 @@ class StudyView:
         terminal = os.dup(2)
         self._saved = [os.dup(1), terminal]
         fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, take_held_output().encode())  # what Ray printed as the pre-flight started it
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)

@@ -7,7 +7,7 @@ import time
 
 from growthpace.jobs.cluster import connect, disconnect
 from growthpace.jobs.evaluate import Scoring, run_evaluate, run_rescore  # noqa: F401 - the study's steps
-from growthpace.jobs.report import log_analysis, write_report
+from growthpace.jobs.report import check_report_inputs, log_analysis, write_report
 from growthpace.jobs.placement import longest_first
 from growthpace.jobs.progress import active, console, view_for
 from growthpace.jobs.pretrain import pretrain_bases
@@ -45,7 +45,7 @@ def _sweep(spec: Spec, beside, view) -> Study:
     view.enter_stage("train + score" if beside is not None else "train")
     try:
         order = longest_first(study.cells, model_params(study))
-        trained = sweep(order, configs, layout, spec.training.max_concurrent_trials)
+        trained = sweep(order, configs, layout, spec.training.max_concurrent_trials, spec.ray.driver_resources)
     finally:
         done.set()
         if thread is not None:
@@ -68,7 +68,12 @@ def run_report(spec: Spec) -> str:
     if not layout.scores.exists():
         raise FileNotFoundError(f"{layout.scores}: no scores yet; run `growthpace evaluate` first")
     parent = read_json(layout.tracking)["parent_run_id"] if layout.tracking.exists() else None  # read before writing
-    index = write_report(read_parquet(layout.scores), layout.report, spec.name, spec.evaluation.warmup_for, spec=spec)
+    scores = read_parquet(layout.scores)
+    check_report_inputs(layout, scores)
+    base = read_parquet(layout.base_scores) if layout.base_scores.exists() else None  # the untuned bases: volume 0
+    if base is not None:
+        check_report_inputs(layout, base)
+    index = write_report(scores, layout.report, spec.name, spec.evaluation.warmup_for, spec=spec, base_scores=base)
     if parent is not None:
         tracker = StudyTracker(spec.tracking_uri, spec.tracking.experiment, layout)
         tracker.log_artifacts(parent, localize(layout.report))

@@ -84,6 +84,9 @@ def train_config(cell: Cell, base_model: StoragePath, layout: Layout, tracking_u
         **cell.training,
         "keep_resume_state": training.keep_resume_state,
         "checkpoint_write": training.checkpoint_write,
+        "resume_every_s": training.resume_every_s,
+        "failure_every_h": training.failure_every_h,
+        "storage_write_gib_s": training.storage_write_gib_s,
         "epochs": cell.epochs,
         "seed": cell.seed,
         "base_model": str(base_model),
@@ -98,6 +101,7 @@ def sweep(
     configs: dict[str, dict],
     layout: Layout,
     max_concurrent: int,
+    driver_resources: dict[str, float] | None = None,
 ) -> list[Cell]:
     """Train the cells that have no checkpoint list yet, their trials started in the order given
     (jobs/placement.py longest_first); return those it trained."""
@@ -113,8 +117,9 @@ def sweep(
         view.cells_skipped(len(cells) - len(pending))
     if not pending:
         return []
-    trials = [{"cell": c.to_dict(), "train": configs[c.cell_id], "storage": str(layout.root)} for c in pending]
-    trainable = tune.with_resources(_cell_trial, lambda p: {"CPU": p["trial"]["cell"]["driver_cpus"]})
+    trials = [{"cell": c.to_dict(), "train": configs[c.cell_id], "storage": str(layout.root),
+               "driver": driver_bundle(c.driver_cpus, driver_resources)} for c in pending]
+    trainable = tune.with_resources(_cell_trial, lambda p: p["trial"]["driver"])
     name = f"sweep-{stable_hash(sorted(c.cell_id for c in pending))}"
     results = fit_grid(trainable, trials, name, layout, max_concurrent, CellProgress())
     failed = [
@@ -123,6 +128,14 @@ def sweep(
     if failed:
         raise SweepError(f"{len(failed)} cell(s) did not finish: {', '.join(failed)}. {trial_errors(results)}")
     return pending
+
+
+def driver_bundle(cpus: float, driver_resources: dict[str, float] | None) -> dict[str, float]:
+    """What a trial's driver asks Ray for: its CPUs and the spec's ray.driver_resources. The driver is
+    where Ray Train puts the trial's controller; a node lost under it leaves the trial ERRORED (Tune does
+    not retry it: a retried trial waits on the dead run's placement group unless the dashboard is up,
+    docs/cluster.md), so a cluster whose workers come and go keeps drivers on the head this way."""
+    return {"CPU": cpus, **(driver_resources or {})}
 
 
 def fit_grid(trainable, trials: list[dict], name: str, layout: Layout, max_concurrent: int, callback):

@@ -186,7 +186,7 @@ class _Ladder:
         return "score" if complete else "curve"
 
 
-def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.CurveFit], *,
+def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.CurveFit], *, source: str = "curated",
                  method: str = "auto", tolerance: float = HOLDOUT_TOLERANCE) -> dict:
     """Per ability: predict the largest size's curated test scores at every volume from the smaller sizes.
 
@@ -197,7 +197,7 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
     Rows: ability, mae, lo, hi (interval over the item/seed bootstrap), baseline_mae (+ its interval),
     method, verdict, per-volume predictions.
     """
-    part, boot = measured.pick(source="curated", split="test", mix="")
+    part, boot = measured.pick(source=source, split="test", mix="")
     part = part.with_row_index("_i").filter(pl.col("params").is_finite()).with_columns(pl.col("volume").cast(pl.Float64))
     sizes = part.select("size", "params").unique().sort("params")["size"].to_list()
     out = {"target": sizes[-1] if sizes else None, "fitted_on": sizes[:-1], "tolerance": tolerance, "rows": []}
@@ -248,10 +248,17 @@ def size_holdout(measured: growth.Measured, fits: dict[tuple[str, str], growth.C
 # Decision accuracy
 
 
-def setting_pairs(settings: Iterable[tuple]) -> list[tuple[str, tuple, tuple]]:
+# The sources a report compares when the spec names none: DoIT's two.
+DOIT_PAIRS: tuple[tuple[str, str], ...] = (("curated", "synthetic"),)
+
+
+def setting_pairs(settings: Iterable[tuple], source_pairs: Iterable[tuple[str, str]] = DOIT_PAIRS
+                  ) -> list[tuple[str, tuple, tuple]]:
     """The comparisons a spec makes among (source, volume, mix) settings: (kind, a, b).
 
-    curated vs synthetic at the same volume, two volumes of the same source, two named mixes."""
+    Two sources at the same volume (each of ``source_pairs``, its first source as a), two volumes of the
+    same source, two named mixes."""
+    ordered = {frozenset(p): tuple(p) for p in source_pairs}
     s = sorted(set(settings), key=lambda t: (t[0], float(t[1] or 0), t[2]))
     pairs = []
     for i, a in enumerate(s):
@@ -259,8 +266,8 @@ def setting_pairs(settings: Iterable[tuple]) -> list[tuple[str, tuple, tuple]]:
             if a[2] or b[2]:
                 if a[2] and b[2]:
                     pairs.append(("mix", a, b))
-            elif a[0] != b[0] and a[1] == b[1] and {a[0], b[0]} == {"curated", "synthetic"}:
-                pairs.append(("source", *((a, b) if a[0] == "curated" else (b, a))))
+            elif a[0] != b[0] and a[1] == b[1] and frozenset((a[0], b[0])) in ordered:
+                pairs.append(("source", *((a, b) if a[0] == ordered[frozenset((a[0], b[0]))][0] else (b, a))))
             elif a[0] == b[0] and a[1] != b[1]:
                 pairs.append(("volume", b, a) if float(b[1]) > float(a[1]) else ("volume", a, b))
     return pairs
@@ -275,7 +282,7 @@ def _agreement(small: np.ndarray, large: np.ndarray) -> np.ndarray:
 
 
 def decision_accuracy(measured: growth.Measured, params: dict[str, float], *, seed: int = 0,
-                      split: str = "test") -> dict:
+                      split: str = "test", source_pairs: Iterable[tuple[str, str]] = DOIT_PAIRS) -> dict:
     """Per ability and overall ("all"): the share of (pair, smaller size) decisions that match the
     largest size's ranking. The interval resamples both the test items and seeds (the replicates)
     and the decisions themselves (with replacement), so few pairs give a wide interval."""
@@ -292,7 +299,7 @@ def decision_accuracy(measured: growth.Measured, params: dict[str, float], *, se
     inst: dict[str, list[tuple]] = {}  # ability -> (small a, small b, large a, large b, kind) row indices
     for ability in sorted(frame["ability"].unique().to_list()):
         settings = [k[2] for k in index if k[0] == target and k[1] == ability]
-        for kind, a, b in setting_pairs(settings):
+        for kind, a, b in setting_pairs(settings, source_pairs):
             for size in sizes[:-1]:
                 ia, ib = index.get((size, ability, a)), index.get((size, ability, b))
                 if ia is not None and ib is not None:
@@ -407,13 +414,13 @@ def item_means(verdicts: pl.DataFrame, selected: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def comparisons(items: pl.DataFrame) -> list[dict]:
-    """What the report tests: per size, curated vs synthetic at each volume and every pair of named
+def comparisons(items: pl.DataFrame, source_pairs: Iterable[tuple[str, str]] = DOIT_PAIRS) -> list[dict]:
+    """What the report tests: per size, each pair of sources at each volume and every pair of named
     mixes ("recommendation" when one is a recommended-* mix and the other an even-* mix)."""
     out = []
     for size in sorted(items["size"].unique().to_list()):
         settings = items.filter(pl.col("size") == size).select(SETTING).unique().rows()
-        for kind, a, b in setting_pairs(settings):
+        for kind, a, b in setting_pairs(settings, source_pairs):
             if kind == "volume":
                 continue  # a volume's rise is the growth curve, reported with its own intervals
             if kind == "mix":
@@ -426,13 +433,13 @@ def comparisons(items: pl.DataFrame) -> list[dict]:
 
 
 def paired(items: pl.DataFrame, *, samples: int = 1000, confidence: float = 0.95, seed: int = 0,
-           costs: dict[tuple, dict] | None = None) -> dict:
+           costs: dict[tuple, dict] | None = None, source_pairs: Iterable[tuple[str, str]] = DOIT_PAIRS) -> dict:
     """Every comparison, per split and ability, plus the mean over in-domain abilities for mixes and
     recommendation checks; q-values by Benjamini-Hochberg over all rows (one family: every mark on
     the page); significant = q <= 1 - confidence."""
     rng = np.random.default_rng(seed)
     rows = []
-    for c in comparisons(items):
+    for c in comparisons(items, source_pairs):
         size, a, b = c["size"], c["a"], c["b"]
 
         def side(key):

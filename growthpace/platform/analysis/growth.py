@@ -512,6 +512,7 @@ def recommend(
         return curves[a](np.minimum(n * per_ability, trusted_volume))
 
     cap = {a: (available or {}).get(a, budget) for a in abilities}
+    # budget_problem decides against the whole pool before the study; here only the fitted abilities count
     if sum(min(cap[a], budget) for a in abilities) < budget:
         raise AllocationError(f"budget {budget} is more than the {sum(cap.values())} items that exist")
     base = max(0, math.floor(floor * budget / len(abilities)))
@@ -624,10 +625,10 @@ def pace_table(fits: dict[tuple[str, str], CurveFit], settings, confidence: floa
     return curves, abilities
 
 
-def source_gap(measured: Measured) -> list[dict]:
-    """Curated minus synthetic at each (size, volume), per ability and averaged over abilities."""
-    cur, cb = measured.pick(source="curated", split="test", mix="")
-    syn, sb = measured.pick(source="synthetic", split="test", mix="")
+def source_gap(measured: Measured, a: str = "curated", b: str = "synthetic") -> list[dict]:
+    """Source a minus source b at each (size, volume), per ability and averaged over abilities."""
+    cur, cb = measured.pick(source=a, split="test", mix="")
+    syn, sb = measured.pick(source=b, split="test", mix="")
     keys = ["size", "volume", "ability"]
     pair = cur.select(*keys, "score", "expected").with_row_index("_c").join(
         syn.select(*keys, "score").with_row_index("_s"), on=keys, suffix="_synthetic")
@@ -635,13 +636,13 @@ def source_gap(measured: Measured) -> list[dict]:
     conf = measured.confidence
     for r in pair.sort(keys).iter_rows(named=True):
         diff = cb[r["_c"]] - sb[r["_s"]]
-        rows.append({"size": r["size"], "volume": r["volume"], "ability": r["ability"],
-                     "curated": r["score"], "synthetic": r["score_synthetic"], "baseline": r["expected"],
+        rows.append({"size": r["size"], "volume": r["volume"], "ability": r["ability"], "a": a, "b": b,
+                     "score_a": r["score"], "score_b": r["score_synthetic"], "baseline": r["expected"],
                      "gap": _ci(r["score"] - r["score_synthetic"], diff, conf)})
     for (size, volume), g in pair.sort(keys).group_by(["size", "volume"], maintain_order=True):
         diff = cb[g["_c"].to_numpy()].mean(axis=0) - sb[g["_s"].to_numpy()].mean(axis=0)
-        rows.append({"size": size, "volume": volume, "ability": "mean",
-                     "curated": g["score"].mean(), "synthetic": g["score_synthetic"].mean(),
+        rows.append({"size": size, "volume": volume, "ability": "mean", "a": a, "b": b,
+                     "score_a": g["score"].mean(), "score_b": g["score_synthetic"].mean(),
                      "baseline": g["expected"].mean(),
                      "gap": _ci(g["score"].mean() - g["score_synthetic"].mean(), diff, conf)})
     return rows
@@ -679,9 +680,9 @@ def transfer(measured: Measured) -> dict:
     return out
 
 
-def extrapolation_table(measured: Measured, fraction: float) -> list[dict]:
+def extrapolation_table(measured: Measured, fraction: float, source: str = "curated") -> list[dict]:
     """Per ability and size: fit on volumes <= largest / fraction, error at the largest (points)."""
-    part, boot = measured.pick(source="curated", split="test", mix="")
+    part, boot = measured.pick(source=source, split="test", mix="")
     rows = []
     frame = part.with_row_index("_i")
     for (ability, size), g in frame.sort(["ability", "size", "volume"]).group_by(["ability", "size"], maintain_order=True):
@@ -703,6 +704,12 @@ class Recommendation:
     gain_vs_reconstruct: dict
     mix: dict
     beyond_data: list[str] = field(default_factory=list)  # abilities given more than the grid studied
+
+
+def budget_problem(budget: int, available: dict[str, int]) -> str | None:
+    """Why a recommendation budget cannot be allocated: more curated train items than the pool has."""
+    total = sum(available.values())
+    return f"{budget} is more than the {total} curated train items that exist" if budget > total else None
 
 
 def recommendation(

@@ -21,10 +21,13 @@ class AllocationError(ValueError):
 
 @dataclass(frozen=True)
 class Allocation:
-    """A cell's data request: curated counts per ability plus synthetic items."""
+    """A cell's data request: counts per ability from a labeled source plus items of an unlabeled pool
+    (DoIT: its curated source and its synthetic pool)."""
 
     curated: dict[str, int]
     synthetic: int = 0
+    source: str = "curated"  # the labeled source the per-ability counts are drawn from
+    pool: str = "synthetic"  # the unlabeled source the other items are drawn from
 
     @property
     def total(self) -> int:
@@ -35,15 +38,15 @@ def even_counts(total: int, available: dict[str, int], caps: dict[str, int] | No
     """Spread ``total`` evenly over abilities, capped ones fixed at their cap.
 
     Water-filling: an ability with fewer items than its fair share gives all it has and the rest is
-    spread over the others. The remainder goes to abilities in the study's order, so counts only grow
-    with the total (which nesting needs).
+    spread over the others. The remainder goes to abilities in the study's order (``available``'s),
+    so counts only grow with the total (which nesting needs).
     """
     caps = caps or {}
     counts = {a: min(n, available.get(a, 0)) for a, n in caps.items()}
     remaining = total - sum(counts.values())
     if remaining < 0:
         raise AllocationError(f"caps sum to {sum(counts.values())}, more than the total {total}")
-    free = [a for a in ABILITIES if a in available and a not in caps]
+    free = [a for a in available if a not in caps]
     while free:
         share, extra = divmod(remaining, len(free))
         short = [a for a in free if available[a] < share or (available[a] == share and extra)]
@@ -59,7 +62,7 @@ def even_counts(total: int, available: dict[str, int], caps: dict[str, int] | No
             counts[a] = share + (1 if i < extra else 0)
     elif remaining > 0:
         raise AllocationError(f"total {total} is more than the {sum(available.values())} items that exist")
-    return {a: counts[a] for a in ABILITIES if a in counts}
+    return {a: counts[a] for a in available if a in counts}
 
 
 def max_counts(available: dict[str, int], caps: dict[str, int]) -> dict[str, int]:
@@ -74,7 +77,13 @@ def _order_key(seed: int, ability: str, idx: str) -> str:
 class Pool:
     """The training items of one dataset, ordered per seed for nested selection."""
 
-    def __init__(self, curated: dict[str, list[Record]], synthetic: list[Record] | None):
+    def __init__(self, curated: dict[str, list[Record]], synthetic: list[Record] | None, *,
+                 labeled: dict[str, dict[str, list[Record]]] | None = None,
+                 unlabeled: dict[str, list[Record]] | None = None):
+        """``curated`` / ``synthetic``: DoIT's two sources; ``labeled`` / ``unlabeled``: named sources (ability
+        -> items, and whole pools), of which the first of each is also ``curated`` / ``synthetic``."""
+        self.labeled = labeled if labeled is not None else {"curated": curated}
+        self.unlabeled = unlabeled if unlabeled is not None else {"synthetic": synthetic or []}
         self.curated = curated
         self.synthetic = synthetic or []
         self._orders: dict[tuple[int, int, bool], tuple[list[int], list[int] | None]] = {}
@@ -82,6 +91,12 @@ class Pool:
     @property
     def available(self) -> dict[str, int]:
         return {a: len(v) for a, v in self.curated.items()}
+
+    def labeled_counts(self, source: str) -> dict[str, int]:
+        return {a: len(v) for a, v in self.labeled[source].items()}
+
+    def unlabeled_size(self, source: str) -> int:
+        return len(self.unlabeled[source])
 
     def _ordered(self, records: list[Record], seed: int, by_ability: bool) -> tuple[list[int], list[int] | None]:
         """The seed's order of ``records`` (one of this pool's lists), computed once: ``plan`` selects
@@ -117,23 +132,25 @@ class Pool:
     def select(self, alloc: Allocation, seed: int) -> list[Record]:
         """The first n items of each ability in the seed's order; then the synthetic items."""
         out: list[Record] = []
+        labeled = self.labeled.get(alloc.source, self.curated) if alloc.curated else {}
         for ability, n in alloc.curated.items():
-            records = self.curated[ability]
+            records = labeled[ability]
             if n > len(records):
                 raise AllocationError(f"ability {ability!r}: asked for {n} items, {len(records)} exist")
             if n == 0:
                 continue
             out.extend(self._first(records, n, seed, by_ability=True))
         if alloc.synthetic:
-            if alloc.synthetic > len(self.synthetic):
+            pool = self.unlabeled.get(alloc.pool, self.synthetic)
+            if alloc.synthetic > len(pool):
                 raise AllocationError(
-                    f"synthetic: asked for {alloc.synthetic} items, {len(self.synthetic)} exist"
+                    f"{alloc.pool}: asked for {alloc.synthetic} items, {len(pool)} exist"
                 )
-            out.extend(self._first(self.synthetic, alloc.synthetic, seed, by_ability=False))
+            out.extend(self._first(pool, alloc.synthetic, seed, by_ability=False))
         return out
 
 
-def card(records: list[Record]) -> dict:
+def card(records: list[Record], abilities: tuple[str, ...] = ABILITIES) -> dict:
     """What a cell trained on: counts per ability and a content hash of the items."""
     by_ability = Counter(r.type for r in records)
     h = hashlib.sha256()
@@ -141,6 +158,6 @@ def card(records: list[Record]) -> dict:
         h.update(f"{r.type}\x00{r.idx}\x00{r.messages!r}\n".encode())
     return {
         "total": len(records),
-        "counts": {a: by_ability.get(a, 0) for a in ABILITIES},
+        "counts": {a: by_ability.get(a, 0) for a in abilities},
         "content_sha256": h.hexdigest(),
     }

@@ -28,6 +28,16 @@ class NodeType:
     max_count: int
 
 
+def cluster_node_types(config: dict) -> list[NodeType]:
+    """The worker node types of a Ray cluster-launcher config (cluster.yaml, or the copy `ray up` leaves on
+    the head): what its autoscaler may add. Ray reports no node types to the GCS on an open-source
+    cluster (the cluster config it could report is never written), so the file is the source."""
+    head = config.get("head_node_type")
+    return [NodeType(name, {k: float(v) for k, v in (t.get("resources") or {}).items()},
+                     int(t.get("max_workers", config.get("max_workers", -1))))
+            for name, t in (config.get("available_node_types") or {}).items() if name != head]
+
+
 def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
     return all(need <= node.get(k, 0.0) + EPS for k, need in bundle.items() if need > 0)
 
@@ -186,6 +196,12 @@ def placement_problems(spec, present: list[dict[str, float]], node_types: list[N
         if too_big(trial.driver):
             out.append((f"models[{i}].resources.driver_cpus",
                         f"{who} asks for {_fmt(r.driver_cpus)} CPU for its trial's driver; no node has that many {gone}"))
+            continue
+        placed_driver = {**trial.driver, **spec.ray.driver_resources}  # jobs/sweep.py driver_bundle
+        if spec.ray.driver_resources and too_big(placed_driver):
+            shown = ", ".join(f"{_fmt(v)} {k}" for k, v in placed_driver.items())
+            out.append(("ray.driver_resources", f"{who}: its trial's driver asks for {shown}; no node holds that "
+                                                f"{gone} (declare them on the head node) (cluster: {has})"))
             continue
         found = len(out)
         for k, per in worker.items():

@@ -14,7 +14,13 @@ from growthpace.platform.core.allocation import Allocation, AllocationError, Poo
 from growthpace.platform.core.spec import Spec, SpecError
 from growthpace.platform.core.identity import stable_hash
 
-_NOT_RESULT_FIELDS = {"max_concurrent_trials", "keep_resume_state", "checkpoint_write"}
+_NOT_RESULT_FIELDS = {"max_concurrent_trials", "keep_resume_state", "checkpoint_write", "resume_every_s",
+                      "failure_every_h", "storage_write_gib_s"}
+
+
+# The source scores.parquet gives an untuned base, scored as "volume 0" of its size: the reference no
+# tuning reaches (the OOD transfer finding, platform/analysis/transfer.py). It is no cell of the grid.
+BASE_SOURCE = "base"
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,7 @@ class Cell:
     study: str
     model: str
     size: str
-    source: str  # curated | synthetic | mix
+    source: str  # a name of data.sources (DoIT: curated | synthetic) or mix
     volume: int | None
     mix: str | None
     seed: int
@@ -112,18 +118,21 @@ def pretrain_identity(spec: Spec, m, training: dict[str, Any], corpus_digests: d
 def expand(spec: Spec, pool: Pool, data_fingerprint: str, corpus_digests: dict[str, str | None]) -> list[Cell]:
     """Every cell of the study; an impossible allocation is a spec error naming its field."""
     available = pool.available
+    primary = spec.data.primary_source
+    unlabeled = next((n for n in spec.data.source_names if not spec.data.source(n).labeled), "synthetic")
     requests: list[tuple[str, int | None, str | None, Allocation]] = []
-    for source in spec.data.sources:
-        volumes = spec.data.volumes if source == "curated" else (spec.data.synthetic_volumes or spec.data.volumes)
-        fld = "data.volumes" if source == "curated" or not spec.data.synthetic_volumes else "data.synthetic_volumes"
-        for v in volumes:
+    for source in spec.data.source_names:
+        declared = spec.data.source(source)
+        fld = spec.data.volumes_field(source)
+        for v in declared.volumes:
             try:
-                if source == "curated":
-                    alloc = Allocation(even_counts(v, available, spec.data.caps))
+                if declared.labeled:
+                    alloc = Allocation(even_counts(v, pool.labeled_counts(source), spec.data.caps), source=source,
+                                       pool=unlabeled)
                 else:
-                    if v > len(pool.synthetic):
-                        raise AllocationError(f"{v} synthetic items asked, {len(pool.synthetic)} exist")
-                    alloc = Allocation({}, synthetic=v)
+                    if v > pool.unlabeled_size(source):
+                        raise AllocationError(f"{v} {source} items asked, {pool.unlabeled_size(source)} exist")
+                    alloc = Allocation({}, synthetic=v, source=primary, pool=source)
             except AllocationError as e:
                 raise SpecError(f"field '{fld}': volume {v}: {e}") from None
             requests.append((source, v, None, alloc))
@@ -136,10 +145,10 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str, corpus_digests: dict[s
                 if mix.total is not None and sum(counts.values()) > mix.total:
                     raise AllocationError(f"'max' fill gives {sum(counts.values())} items, over total {mix.total}")
             if mix.synthetic > len(pool.synthetic):
-                raise AllocationError(f"{mix.synthetic} synthetic items asked, {len(pool.synthetic)} exist")
+                raise AllocationError(f"{mix.synthetic} {unlabeled} items asked, {len(pool.synthetic)} exist")
         except AllocationError as e:
             raise SpecError(f"field 'data.mixes[{i}]' ({mix.name}): {e}") from None
-        requests.append(("mix", None, mix.name, Allocation(counts, mix.synthetic)))
+        requests.append(("mix", None, mix.name, Allocation(counts, mix.synthetic, source=primary, pool=unlabeled)))
 
     cells = []
     seen: dict[str, str] = {}
@@ -162,6 +171,8 @@ def expand(spec: Spec, pool: Pool, data_fingerprint: str, corpus_digests: dict[s
                     "training": training,
                     "workers": m.resources.workers,
                 }
+                if spec.declared:  # named sources: the same counts from two of them are two cells (DoIT's ids stay)
+                    identity["sources"] = [alloc.source, alloc.pool]
                 if pretraining is not None:  # absent otherwise: cells without pre-training keep their ids
                     identity["pretrain"] = pretraining
                 revision = CHOICE_TARGET_REVISIONS[training.get("choice_target", "letter")]

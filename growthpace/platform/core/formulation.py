@@ -220,7 +220,7 @@ def to_ranked(record: Record, formulation: str) -> Record:
     else:
         return record
     return replace(record, messages=(*shots, ("assistant", candidates[0])), question_format=1,
-                   choices=tuple(candidates))
+                   choices=tuple(candidates), kind=None if record.kind is None else "perplexity")
 
 
 def formulate(record: Record, formulation: str) -> Record:

@@ -26,6 +26,9 @@ class Record:
     question_format: int
     choices: tuple[str, ...] | None = None
     answer: str | None = None
+    # A declared ability's scoring (spec `abilities:`); None: the DoIT preset's rule (question_kind)
+    kind: str | None = None
+    baseline: float | None = None
 
     @property
     def gold(self) -> str:
@@ -51,10 +54,52 @@ class Record:
             out["choices"] = list(self.choices)
         if self.answer is not None:
             out["answer"] = self.answer
+        if self.kind is not None:  # absent for DoIT's items: their eval set hashes stay as they were
+            out["kind"] = self.kind
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
         return out
 
 
 KINDS: tuple[str, ...] = ("choice", "true_false", "cloze", "perplexity", "math", "multi_select")
+# Each kind's reply limit in tokens (0: ranked, nothing generated); evaluators/scoring.py says why each.
+GENERATION_LIMITS: dict[str, int] = {"choice": 4, "true_false": 8, "cloze": 8, "perplexity": 0, "math": 512,
+                                     "multi_select": 8}
+
+
+def generation_limit(kind: str, limits: dict[str, int], max_length: int) -> int:
+    """A reply's token limit: the kind's, lowered by evaluation.max_new_tokens (``limits``), and at most
+    half of training.max_length, so the prompt keeps at least the other half. A limit at or above
+    max_length would cut the prompt to nothing (math's 512 under max_length 256)."""
+    return min(GENERATION_LIMITS[kind], limits.get(kind, GENERATION_LIMITS[kind]), max_length // 2)
+
+
+def capped_limits(limits: dict[str, int], max_length: int) -> dict[str, tuple[int, int]]:
+    """kind -> (the limit asked, the limit used) for each kind that max_length lowers: `plan` and
+    `evaluate` print it."""
+    out = {}
+    for kind, default in GENERATION_LIMITS.items():
+        asked = min(default, limits.get(kind, default))
+        used = generation_limit(kind, limits, max_length)
+        if used < asked:
+            out[kind] = (asked, used)
+    return out
+
+
+def effective_limits(limits: dict[str, int], max_length: int) -> dict[str, int]:
+    """``limits`` with each kind that max_length lowers at its lowered limit: what a stored result's key
+    hashes (evaluators/results.py eval_set_hash), so a study the cap leaves alone keeps its keys."""
+    return {**limits, **{kind: used for kind, (_, used) in capped_limits(limits, max_length).items()}}
+
+
+def describe_capped(limits: dict[str, int], max_length: int) -> str | None:
+    """The line `plan` and `evaluate` print when training.max_length lowers a reply limit."""
+    capped = capped_limits(limits, max_length)
+    if not capped:
+        return None
+    what = ", ".join(f"{kind} {used} (not {asked})" for kind, (asked, used) in capped.items())
+    return (f"note: replies capped at {what} tokens: training.max_length {max_length} keeps at least half of it "
+            "for the prompt; raise it, or lower evaluation.max_new_tokens, to silence this")
 
 ALL_OPTION_LETTERS = "ABCDEFGH"
 # The one alphabet of option letters; every other letter rule is a prefix of it.
@@ -73,9 +118,12 @@ def gold_truth(gold: str) -> bool | None:
 
 
 def question_kind(record: Record) -> str:
-    """The kind of an item, from its type and its gold answer (STUDY_FACTS: never the gold alone).
+    """The kind of an item: the one its ability declares (or the item itself, `per_item`), else the DoIT
+    preset's rule, from its type and its gold answer (STUDY_FACTS: never the gold alone).
 
     A history item whose gold is neither a letter nor a true/false word is a data error."""
+    if record.kind is not None:
+        return record.kind
     if record.question_format == 1:
         return "perplexity"
     if record.type == "math":
@@ -140,3 +188,26 @@ def _last_nonempty_line(text: str) -> str:
 def parse_letter_set(text: str) -> frozenset[str]:
     """The capital letters A-F on the last non-empty line of the text."""
     return frozenset(_SELECT_LETTER.findall(_last_nonempty_line(text)))
+
+
+def kind_problem(record: Record, kind: str) -> tuple[str, str] | None:
+    """(field, why) when a declared kind does not fit the item: it could not be scored as that kind."""
+    gold = record.gold.strip()
+    if kind == "perplexity":
+        if not record.choices or len(record.choices) < 2:
+            return "choices", "a perplexity item needs its candidates (two or more, the correct one first)"
+    elif kind == "choice":
+        letters = option_letters(record)
+        if gold not in letters or len(gold) != 1:
+            return "messages", f"a choice item's gold must be one of its options {letters}, got {gold!r}"
+    elif kind == "multi_select":
+        picked = parse_letter_set(gold)
+        if not picked or not picked <= set(option_letters(record)):
+            return "messages", f"a multi-select gold must be a set of its options {option_letters(record)}, got {gold!r}"
+    elif kind == "true_false":
+        if gold_truth(gold) is None:
+            return "messages", f"a true/false gold must be one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}, got {gold!r}"
+    elif kind == "math":
+        if not (record.answer or "").strip():
+            return "answer", "a math item needs the reference final answer"
+    return None

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 
-from growthpace.platform.core.abilities import ABILITIES, EVAL_SPLITS
+from growthpace.platform.core.abilities import ABILITIES, EVAL_SPLITS, MAX_ABILITIES, OOD_SUBJECTS, PER_ITEM
+from growthpace.platform.core.items import KINDS
 from growthpace.platform.core.formulation import CHOICE_TARGETS, FORMULATIONS
 from growthpace.platform.core.abilities import WORLD
 from growthpace.platform.core.paths import SAFE_NAME, PathError, object_store_uri
@@ -51,6 +52,9 @@ Float = Annotated[float, Strict()]
 Count = Annotated[int, Strict(), Field(ge=1)]
 Beta = Annotated[float, Strict(), Field(ge=0, lt=1)]
 Bool = Annotated[bool, Strict()]
+# A custom Ray resource amount (training workers and scoring actors alike): Ray refuses a negative one
+# only when the actor starts, after the training; `true` is not 1.
+Amount = Annotated[float, Strict(), Field(ge=0)]
 
 
 def _no_bool(v):
@@ -76,7 +80,7 @@ class Resources(_Strict):
     gpus_per_worker: Float = Field(0.0, ge=0)
     workers: Int = Field(1, ge=1)
     driver_cpus: Float = Field(0.25, gt=0)
-    custom: dict[str, Annotated[float, Strict(), Field(ge=0)]] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
+    custom: dict[str, Amount] = Field({}, description="custom Ray resources per worker, e.g. {gpu_141g: 1} to pin a node type")
     accelerator_type: str | None = Field(
         None, min_length=1,
         description="pin the trial's workers to nodes of this accelerator, named as Ray reports it (A100 for an "
@@ -99,7 +103,7 @@ class SizeScoring(_Strict):
                                                        "over them when >= 2); default evaluation.gpus_per_actor")
     accelerator_type: str | None = Field(None, min_length=1, description="node type of this size's scoring actors "
                                                                          "(Ray's accelerator names), e.g. H200 for 33b")
-    custom: dict[str, float] | None = Field(None, description="custom Ray resources per scoring actor of this size")
+    custom: dict[str, Amount] | None = Field(None, description="custom Ray resources per scoring actor of this size")
     concurrency: Int | None = Field(None, ge=1, description="scoring actors (warm engines) of this size; default "
                                                             "evaluation.concurrency")
 
@@ -108,7 +112,7 @@ class ScoringResources(_Strict):
     """Where scoring actors run: their own node group, apart from the training nodes, and per model size."""
 
     accelerator_type: str | None = Field(None, min_length=1, description="accelerator of the scoring nodes (Ray's names)")
-    custom: dict[str, float] = Field({}, description="custom Ray resources per scoring actor, e.g. {scoring_node: 1}")
+    custom: dict[str, Amount] = Field({}, description="custom Ray resources per scoring actor, e.g. {scoring_node: 1}")
     by_size: dict[str, SizeScoring] = Field({}, description="per model size (models[].size): GPUs, node type and "
                                                             "actors of its scoring, e.g. {33b: {gpus: 2, accelerator_type: H200}}")
 
@@ -158,8 +162,9 @@ class ModelSpec(_Strict):
     size: str = Field(min_length=1, description="size label used in tables and plots")
     resources: Resources = Resources()
     params: Int | None = Field(None, gt=0, description="declared parameter count; `plan` uses it instead of loading the config")
-    sources: list[Literal["curated", "synthetic", "mix"]] | None = Field(
-        None, description="which cells this model trains (default: every source and mix of the grid)"
+    sources: list[str] | None = Field(
+        None, description="which cells this model trains: names of data.sources and 'mix' (default: every source "
+        "and mix of the grid)"
     )
     training: ModelTraining = ModelTraining()
     pretrain: Pretrain | None = Field(None, description="pre-train the base on a text corpus before the cells")
@@ -190,10 +195,9 @@ class Mix(_Strict):
 
     @field_validator("caps")
     @classmethod
-    def _known_abilities(cls, caps: dict[str, int]) -> dict[str, int]:
+    def _non_negative(cls, caps: dict[str, int]) -> dict[str, int]:
+        # which abilities a cap may name is the spec's declaration: Spec._abilities_known checks it
         for ability, n in caps.items():
-            if ability not in ABILITIES:
-                raise ValueError(f"unknown ability {ability!r} in caps; expected one of {', '.join(ABILITIES)}")
             if n < 0:
                 raise ValueError(f"cap for {ability!r} must be >= 0, got {n}")
         return caps
@@ -235,10 +239,14 @@ class Declared(_Strict):
     @field_validator("train")
     @classmethod
     def _all_abilities(cls, v: dict[str, int]) -> dict[str, int]:
+        # the DoIT preset's counts (a declared study reads its files): plan without the data is DoIT's
         missing = [a for a in ABILITIES if a not in v]
         if missing:
             raise ValueError(f"missing abilities {missing}")
-        return Mix._known_abilities(v)
+        unknown = [a for a in v if a not in ABILITIES]
+        if unknown:
+            raise ValueError(f"unknown ability {unknown[0]!r}; expected one of {', '.join(ABILITIES)}")
+        return Mix._non_negative(v)
 
     @field_validator("tokens_per_item")
     @classmethod
@@ -252,13 +260,60 @@ class Declared(_Strict):
         return v
 
 
+class AbilitySpec(_Strict):
+    """One declared ability, as an lm-evaluation-harness task declares itself: a name, how its items are
+    scored (`kind`, the harness's output_type), the random baseline its scores are read against, and
+    the formulation its choice items are put in. Nothing is inferred from the name."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=SAFE_NAME,
+                      description="letters, digits, '_', '.', '-' (a safe file name: tables, MLflow metrics, plots)")
+    kind: Literal[(*KINDS, PER_ITEM)] = Field(
+        description="question kind of every item (choice, true_false, cloze, perplexity, math, multi_select), "
+        "or per_item: each item's own `kind` field")
+    baseline: Float | None = Field(None, ge=0, le=1, description="random-baseline expected score (0-1) of every "
+                                   "item; default the kind's rule (1/options for choice, 0.5 true/false, ...)")
+    formulation: Literal[FORMULATIONS] | None = Field(
+        None, description="how this ability's choice and true/false items are put to the model; default "
+        "evaluation.formulation")
+
+    _safe_name = field_validator("name")(_not_dots)
+
+
+class SourceSpec(_Strict):
+    """A named source of training items: its own file (or folder) of chat JSONL and its own volumes."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=SAFE_NAME)
+    train: str | None = Field(None, min_length=1, description="file or folder under data.root (layout: messages); "
+                              "default the DoIT layout's folder of this source")
+    volumes: list[Int] | None = Field(None, min_length=1, description="default data.volumes")
+    labeled: Bool = Field(True, description="false: an unlabeled pool (DoIT's synthetic): a volume is a total of "
+                          "items drawn from the whole pool, not an even spread over abilities")
+
+    _safe_name = field_validator("name")(_not_dots)
+
+    @field_validator("volumes")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        return DataSpec._positive(v)
+
+
 class DataSpec(_Strict):
     root: str = Field(min_length=1, description="dataset root (the study's layout)")
     generate: Generate | None = Field(None, description="build the embedded procedural dataset at root")
     hub: Hub | None = Field(None, description="fetch the public dataset to root when it is missing")
     declared: Declared | None = Field(None, description="counts `plan` uses when root is missing")
     train_split: Literal["1000", "full"] = "full"
-    sources: list[Literal["curated", "synthetic"]] = ["curated"]
+    layout: Literal["doit", "messages"] = Field(
+        "doit", description="doit: DoIT's folders (curated/<split>/<ability>_<split>.json, synthetic/<N>/, ood/); "
+        "messages: chat-JSONL files named per split (valid, test) and per source (sources[].train)")
+    ability_field: str | None = Field(None, min_length=1, description="layout messages: the field of each line that "
+                                      "names its ability; default the name of the file it sits in (<ability>.jsonl)")
+    valid: str | None = Field(None, min_length=1, description="layout messages: valid items, a file or folder under root")
+    test: str | None = Field(None, min_length=1, description="layout messages: test items, a file or folder under root")
+    sources: list[Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_NAME)] | SourceSpec] = Field(
+        ["curated"], description="DoIT's curated / synthetic, or named sources with their own files "
+        "and volumes")
+    compare: list[tuple[str, str]] | None = Field(None, description="pairs of sources the report compares; default every pair")
     volumes: list[Int] = [10, 40, 160, 640]
     synthetic_volumes: list[Int] | None = Field(None, description="default: the same as volumes")
     caps: dict[str, Int] = {}
@@ -279,7 +334,7 @@ class DataSpec(_Strict):
     @field_validator("caps")
     @classmethod
     def _caps_known(cls, caps: dict[str, int]) -> dict[str, int]:
-        return Mix._known_abilities(caps)
+        return Mix._non_negative(caps)
 
     @field_validator("seeds")
     @classmethod
@@ -290,8 +345,39 @@ class DataSpec(_Strict):
 
     @field_validator("sources")
     @classmethod
-    def _sources(cls, v: list[str]) -> list[str]:
-        return _unique(v, "sources")
+    def _sources(cls, v: list) -> list:
+        _unique([s if isinstance(s, str) else s.name for s in v], "sources")
+        return v
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s if isinstance(s, str) else s.name for s in self.sources]
+
+    def source(self, name: str) -> SourceSpec:
+        """A source with every default resolved: DoIT's curated is labeled, its synthetic pool is not and
+        takes synthetic_volumes."""
+        for s in self.sources:
+            if not isinstance(s, str) and s.name == name:
+                return s if s.volumes is not None else s.model_copy(update={"volumes": list(self.volumes)})
+        if name not in self.source_names:
+            raise KeyError(name)
+        # built from fields already validated; an empty grid is named later (specfile: "zero cells")
+        if name == "synthetic":
+            return SourceSpec.model_construct(name=name, train=None, labeled=False,
+                                              volumes=list(self.synthetic_volumes or self.volumes))
+        return SourceSpec.model_construct(name=name, train=None, labeled=True, volumes=list(self.volumes))
+
+    def volumes_field(self, name: str) -> str:
+        """The spec field a source's volumes come from (for errors)."""
+        for i, s in enumerate(self.sources):
+            if not isinstance(s, str) and s.name == name and s.volumes is not None:
+                return f"data.sources[{i}].volumes"
+        return "data.synthetic_volumes" if name == "synthetic" and self.synthetic_volumes else "data.volumes"
+
+    @property
+    def primary_source(self) -> str:
+        """The labeled source whose curves the analysis fits and mixes draw from: the first one."""
+        return next((n for n in self.source_names if self.source(n).labeled), "curated")
 
     @field_validator("mixes")
     @classmethod
@@ -324,6 +410,18 @@ class TrainingSpec(_Strict):
         "run's folder on the shared filesystem (one write, training waits for it); 'async' = write to local disk, "
         "Ray uploads in the background while the next epoch trains; 'auto' = in_place on a filesystem, async on "
         "an object store (docs/cluster.md)")
+    resume_every_s: Float | None = Field(
+        None, ge=0, description="write an epoch's DeepSpeed resume state (12-14 bytes/param, 6-7x its weights) only "
+        "once this many seconds of training have passed since the last one, and never after the last epoch: a "
+        "failure loses at most about this much training (a cell with no state yet restarts from scratch). 0 = after "
+        "every epoch but the last. Default: Young's interval sqrt(2 x the state's write time at storage_write_gib_s "
+        "x failure_every_h), e.g. 66 min for 7b ZeRO-2 and 2.2 h for 33b ZeRO-3 at 1 GiB/s and 24 h")
+    failure_every_h: Float = Field(
+        24.0, gt=0, description="assumed mean time between failures of one trial (node loss, preemption), hours: "
+        "sets the default resume_every_s")
+    storage_write_gib_s: Float = Field(
+        1.0, gt=0, description="write bandwidth of one trial's node to `storage`, GiB/s: `plan` turns checkpoint "
+        "bytes into seconds of I/O and the GPU-hours that wait for them; it also sets the default resume_every_s")
     max_concurrent_trials: Int = Field(2, ge=1)
     choice_target: Literal[CHOICE_TARGETS] = Field(
         "letter", description="the reply a choice item is trained on: 'letter' (the study's: `B`), 'letter_text' "
@@ -336,6 +434,27 @@ class TrainingSpec(_Strict):
         return self.epochs
 
 
+class Benchmarks(_Strict):
+    """lm-evaluation-harness tasks scored on every checkpoint (docs/benchmarks.md)."""
+
+    tasks: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="lm-eval task or group names (built-in, or defined in include_path)")
+    num_fewshot: Int | None = Field(None, ge=0, description="few-shot examples; default each task's own (0 if none)")
+    limit: Int | None = Field(None, ge=1, description="score only the first N docs of each task")
+    include_path: list[str] = Field([], description="folders of the user's own task YAMLs (relative to the working directory)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, v: list[str]) -> list[str]:
+        return _unique(v, "tasks")
+
+    @field_validator("include_path")
+    @classmethod
+    def _absolute(cls, v: list[str]) -> list[str]:
+        # the scoring actors load the tasks too, from another working directory
+        return [str(Path(p).expanduser().absolute()) for p in v]
+
+
 class EvaluationSpec(_Strict):
     splits: list[Literal["valid", "test"]] = list(EVAL_SPLITS)
     ood: Bool = True
@@ -345,6 +464,9 @@ class EvaluationSpec(_Strict):
     max_new_tokens: dict[str, Count] = Field({}, description="per question kind, caps the scorer's default limit")
     backend: Literal[BACKENDS] = "auto"
     gpus_per_actor: Float = Field(0.0, ge=0, description="GPUs per scoring actor (vLLM on GPU nodes)")
+    min_kv_cache_gib: Float = Field(
+        16.0, ge=0, description="KV cache per GPU a scoring engine should have beside its weights; `plan` warns "
+        "when a size's engine would have less on the card its scoring is pinned to (evaluation.resources.by_size)")
     vllm_pipeline: Literal[PIPELINES] = Field(
         "auto",
         description="how a vllm backend scores: 'processor' = ray.data.llm vLLMEngineProcessor, one processor "
@@ -355,6 +477,7 @@ class EvaluationSpec(_Strict):
     resources: ScoringResources = ScoringResources()
     streaming: Bool = Field(True, description="score finished cells while other cells still train")
     retention: Literal["all", "best", "none"] = Field("all", description="checkpoint weights kept after scoring")
+    benchmarks: Benchmarks | None = Field(None, description="lm-evaluation-harness tasks on every checkpoint (needs the benchmarks extra)")
     formulation: Annotated[list[Literal[FORMULATIONS]], BeforeValidator(_one_or_list)] = Field(
         ["letter"], min_length=1,
         description="how choice and true/false items are put to the model (docs/scoring.md): 'letter' (the "
@@ -366,6 +489,16 @@ class EvaluationSpec(_Strict):
     @classmethod
     def _unique_formulations(cls, v: list[str]) -> list[str]:
         return _unique(v, "formulations")
+
+    @field_validator("splits")
+    @classmethod
+    def _valid_selects(cls, v: list[str]) -> list[str]:
+        # the best epoch is chosen on valid scores (core/selection.py), for the report and for retention
+        # 'best': without them the selection is empty and the report fails after the whole study
+        if "valid" not in v:
+            raise ValueError(f"{v} has no 'valid': every cell's epoch is selected on its valid scores (and "
+                             "evaluation.retention: best keeps that epoch); add 'valid'")
+        return _unique(v, "splits")
 
     def scoring_for(self, size: str | None = None) -> SizeScoring:
         """The scoring actors of one model size: resources.by_size[size] with every unset field taken
@@ -388,7 +521,14 @@ class EvaluationSpec(_Strict):
 
 class TrackingSpec(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite under storage")
-    experiment: str = "growthpace"
+    experiment: str = Field("growthpace", description="MLflow experiment name")
+
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v.strip():  # MLflow refuses it, but only at the first tracking call
+            raise ValueError(f"{v!r}: an MLflow experiment needs a name")
+        return v
 
 
 class AnalysisSpec(_Strict):
@@ -399,7 +539,7 @@ class AnalysisSpec(_Strict):
 
     bootstrap_samples: Int = Field(200, ge=20, description="bootstrap replicates over test items (and seeds)")
     confidence: Float = Field(0.95, gt=0.5, lt=1, description="interval level")
-    seed: Int = Field(0, description="seed of the bootstrap draws")
+    seed: Int = Field(0, ge=0, description="seed of the bootstrap draws (numpy takes no negative seed)")
     volume_gain: Float = Field(1.0, ge=0, description="start gain per doubling of data to count as responding to volume")
     size_gain: Float = Field(1.0, ge=0, description="gain per doubling of parameters to count as responding to size")
     early_saturation_doublings: Float = Field(
@@ -420,11 +560,23 @@ class RaySpec(_Strict):
     health_check_interval_s: Float = 0.1
     env_vars: dict[str, str] = Field({}, description="runtime_env env vars for every task and actor of the study")
     pip: list[str] = Field([], description="runtime_env pip packages (installed per job by Ray, on top of the image)")
+    cluster_file: str | None = Field(
+        None, min_length=1, description="the cluster.yaml the cluster was launched from: its worker node types are "
+        "what the pre-flight counts on the autoscaler to add; default ~/ray_bootstrap_config.yaml when it exists "
+        "(the copy `ray up` leaves on the head), else only the nodes present count")
+    driver_resources: dict[str, Annotated[float, Strict(), Field(gt=0)]] = Field(
+        {}, description="custom Ray resources each trial's driver asks for besides its CPUs, e.g. {trial_driver: 1} "
+        "with only the head node declaring trial_driver: drivers (and Ray Train's controllers, which follow them) "
+        "then stay on the head, and a lost worker node costs only the epoch in flight (docs/cluster.md)")
 
 
 class Spec(_Strict):
     name: str = Field(min_length=1, pattern=SAFE_NAME)
     storage: str = Field(min_length=1)
+    abilities: list[AbilitySpec] | None = Field(
+        None, min_length=1, max_length=MAX_ABILITIES,
+        description="the study's abilities and how each is scored; absent: the DoIT preset (its ten abilities, "
+        "kinds from each item's type and gold)")
 
     _safe_name = field_validator("name")(_not_dots)
     models: list[ModelSpec] = Field(min_length=1)
@@ -443,6 +595,47 @@ class Spec(_Strict):
         if len(set(sizes)) != len(sizes):
             raise ValueError(f"model size labels must be unique, got {sizes}")
         return models
+
+    @field_validator("abilities")
+    @classmethod
+    def _distinct_abilities(cls, v: list[AbilitySpec] | None) -> list[AbilitySpec] | None:
+        # names become file names: on a case-insensitive filesystem two that differ in case are one file
+        seen: dict[str, str] = {}
+        for a in v or []:
+            if a.name.lower() in seen:
+                raise ValueError(f"abilities {seen[a.name.lower()]!r} and {a.name!r} differ only in case; "
+                                 "they would be one file on a case-insensitive filesystem")
+            seen[a.name.lower()] = a.name
+        return v
+
+    @property
+    def declared(self) -> bool:
+        """True when the spec declares its abilities; False: the DoIT preset."""
+        return self.abilities is not None
+
+    @property
+    def ability_names(self) -> tuple[str, ...]:
+        return ABILITIES if self.abilities is None else tuple(a.name for a in self.abilities)
+
+    @property
+    def ood_subjects(self) -> tuple[str, ...]:
+        """Out-of-domain sets: DoIT's three subjects; a declared study has none yet."""
+        return OOD_SUBJECTS if self.abilities is None else ()
+
+    @property
+    def source_pairs(self) -> list[tuple[str, str]]:
+        """The pairs of sources the report compares (a minus b): data.compare, else every pair of a
+        declared study's sources, else DoIT's curated against synthetic."""
+        if self.data.compare is not None:
+            return [tuple(p) for p in self.data.compare]
+        if not self.declared:
+            return [("curated", "synthetic")]
+        names = self.data.source_names
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+    def ability(self, name: str) -> AbilitySpec | None:
+        """A declared ability; None for the DoIT preset (its kinds follow items.question_kind's rule)."""
+        return next((a for a in self.abilities or [] if a.name == name), None)
 
     @field_validator("storage")
     @classmethod

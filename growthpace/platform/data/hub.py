@@ -32,7 +32,7 @@ MARKER = ".growthpace-hub.json"
 
 
 def needs_synthetic(spec: Spec) -> bool:
-    return "synthetic" in spec.data.sources or any(m.synthetic for m in spec.data.mixes)
+    return "synthetic" in spec.data.source_names or any(m.synthetic for m in spec.data.mixes)
 
 
 def check_layout(root: Path, train_split: str, *, synthetic: bool, eval_splits=("valid", "test"), ood: bool) -> None:
@@ -133,6 +133,12 @@ class DeclaredPool:
     @property
     def available(self) -> dict[str, int]:
         return dict(self._available)
+
+    def labeled_counts(self, source: str) -> dict[str, int]:
+        return self.available
+
+    def unlabeled_size(self, source: str) -> int:
+        return len(self.synthetic)
 
     def select(self, alloc, seed):  # pragma: no cover - guarded by callers
         raise DataError("data.root: the dataset is declared, not present; only `plan` can use it")

@@ -15,6 +15,7 @@ import gc
 import io
 import json
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -25,7 +26,7 @@ from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS, WORLD
 from growthpace.platform.core.items import DataError, Record
 
 
-def parse_record(obj: Any, where: str, *, eval_split: bool, types: tuple[str, ...] = ABILITIES) -> Record:
+def parse_record(obj: Any, where: str, *, eval_split: bool, types: tuple[str, ...] | None = ABILITIES) -> Record:
     """Validate one decoded JSON object; ``where`` is ``file:line`` for the error message."""
 
     def fail(field: str, why: str) -> DataError:
@@ -37,7 +38,9 @@ def parse_record(obj: Any, where: str, *, eval_split: bool, types: tuple[str, ..
         if field not in obj:
             raise fail(field, "missing")
     rtype = obj["type"]
-    if rtype not in types:
+    if not isinstance(rtype, str) or not rtype:
+        raise fail("type", "must be a non-empty string")
+    if types is not None and rtype not in types:
         raise fail("type", f"unknown ability {rtype!r}; expected one of {', '.join(types)}")
     idx = obj["idx"]
     if not isinstance(idx, (str, int)) or isinstance(idx, bool):
@@ -76,7 +79,7 @@ def parse_record(obj: Any, where: str, *, eval_split: bool, types: tuple[str, ..
 
 
 def read_records(
-    path: str | Path, *, eval_split: bool, types: tuple[str, ...] = ABILITIES, label_synthetic: bool = False
+    path: str | Path, *, eval_split: bool, types: tuple[str, ...] | None = ABILITIES, label_synthetic: bool = False
 ) -> list[Record]:
     """Read and validate a JSON-lines file; ids must be unique within an ability.
 
@@ -130,14 +133,14 @@ class _Shape(msgspec.Struct, gc=False):
 _decode_shape = msgspec.json.Decoder(_Shape).decode
 
 
-def _read_fast(data: bytes, eval_split: bool, types: tuple[str, ...], label: bool) -> list[Record] | None:
+def _read_fast(data: bytes, eval_split: bool, types: tuple[str, ...] | None, label: bool) -> list[Record] | None:
     """The records of a JSON-lines file, built as parse_record builds them, when every line is one
     parse_record accepts; None at the first line it might not (msgspec's JSON is RFC 8259 alone: no
     NaN, no lone surrogate), for _read_checked to name the problem. It only tells good from not
     known to be good; the rule and its messages are parse_record's."""
     records: list[Record] = []
     seen: set[str] = set()
-    allowed = frozenset(types)
+    allowed = None if types is None else frozenset(types)
     try:
         for n, line in enumerate(data.split(b"\n"), start=1):
             if not line or line.isspace():  # ASCII whitespace: a subset of what str.strip drops
@@ -146,7 +149,8 @@ def _read_fast(data: bytes, eval_split: bool, types: tuple[str, ...], label: boo
             rtype, idx, fmt = _label_synthetic(s.type, s.idx, s.question_format, n) if label else (
                 s.type, s.idx, s.question_format)
             turns = s.messages
-            if (rtype not in allowed or idx is UNSET or fmt is UNSET or not turns or turns[-1].role != "assistant"
+            known = rtype in allowed if allowed is not None else isinstance(rtype, str) and rtype != ""
+            if (not known or idx is UNSET or fmt is UNSET or not turns or turns[-1].role != "assistant"
                     or turns[0].role != "user"):
                 return None
             choices, answer = s.choices, s.answer
@@ -168,7 +172,7 @@ def _read_fast(data: bytes, eval_split: bool, types: tuple[str, ...], label: boo
     return records
 
 
-def _read_checked(data: bytes, path: Path, eval_split: bool, types: tuple[str, ...], label: bool) -> list[Record]:
+def _read_checked(data: bytes, path: Path, eval_split: bool, types: tuple[str, ...] | None, label: bool) -> list[Record]:
     """read_records line by line (json and parse_record): raises the first problem's file:line and field."""
     records: list[Record] = []
     seen: dict[str, int] = {}
@@ -208,14 +212,17 @@ SYNTHETIC = "synthetic"
 TRAIN_TYPES: tuple[str, ...] = (*ABILITIES, SYNTHETIC)
 
 
-def _label_synthetic(rtype: Any, idx: Any, fmt: Any, line: int) -> tuple[Any, Any, Any]:
+def _label_synthetic(rtype: Any, idx: Any, fmt: Any, line: int, abilities: tuple[str, ...] = ABILITIES) -> tuple[Any, Any, Any]:
     """(type, idx, question_format) of a synthetic pool's record; UNSET: the field is absent."""
-    return (rtype if rtype in ABILITIES else SYNTHETIC, f"line-{line}" if idx is UNSET else idx,
+    return (rtype if rtype in abilities else SYNTHETIC, f"line-{line}" if idx is UNSET else idx,
             0 if fmt is UNSET else fmt)
 
 
-def read_synthetic(path: str | Path) -> list[Record]:
+def read_synthetic(path: str | Path, abilities: tuple[str, ...] = ABILITIES) -> list[Record]:
     """Read a synthetic pool: unlabelled records become type 'synthetic'; errors still name file:line."""
+    if abilities != ABILITIES:  # a declared study's pool: its records may name only its own abilities
+        return [r if r.type in abilities else replace(r, type=SYNTHETIC)
+                for r in read_records(path, eval_split=False, types=None, label_synthetic=True)]
     return read_records(path, eval_split=False, types=TRAIN_TYPES, label_synthetic=True)
 
 
@@ -270,7 +277,7 @@ def read_world(root: Path) -> list[str]:
 def read_split(root: Path, split: str, abilities: tuple[str, ...] = ABILITIES) -> dict[str, list[Record]]:
     """All abilities of one curated split, keyed by ability."""
     eval_split = split in ("valid", "test")
-    return {a: read_records(curated_path(root, split, a), eval_split=eval_split) for a in abilities}
+    return {a: read_records(curated_path(root, split, a), eval_split=eval_split, types=abilities) for a in abilities}
 
 
 def read_ood(root: Path, subjects: tuple[str, ...] = OOD_SUBJECTS) -> dict[str, list[Record]]:
@@ -280,3 +287,92 @@ def read_ood(root: Path, subjects: tuple[str, ...] = OOD_SUBJECTS) -> dict[str, 
 
 def iter_synthetic(root: Path) -> Iterator[Record]:
     yield from read_synthetic(synthetic_path(root))
+
+
+# ---------------------------------------------------------------- chat `messages` JSONL (data.layout: messages)
+
+
+def jsonl_files(root: Path, rel: str, field: str) -> list[Path]:
+    """A file, or every *.jsonl / *.json file of a folder (sorted), under a data root."""
+    p = Path(root) / rel
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".jsonl", ".json"))
+        if not files:
+            raise DataError(f"{p}: field '{field}': no .jsonl files in this folder")
+        return files
+    if not p.is_file():
+        raise DataError(f"{p}: field '{field}': no such file or folder")
+    return [p]
+
+
+def declare(record: Record, kind: str, baseline: float | None, where: str) -> Record:
+    """An evaluation item under its ability's declaration (spec `abilities:`): its kind (the item's own
+    for ``per_item``) and baseline set, checked to fit; ``where`` names the file:line or item."""
+    from growthpace.platform.core.abilities import PER_ITEM
+    from growthpace.platform.core.items import KINDS, kind_problem
+
+    if kind == PER_ITEM:
+        kind = record.kind
+        if kind not in KINDS:
+            got = "missing" if kind is None else f"{kind!r} is not one of {', '.join(KINDS)}"
+            raise DataError(f"{where}: field 'kind': {got} (its ability is declared kind: {PER_ITEM})")
+    record = replace(record, kind=kind, baseline=baseline, question_format=1 if kind == "perplexity" else 0)
+    problem = kind_problem(record, kind)
+    if problem:
+        raise DataError(f"{where}: field '{problem[0]}': {problem[1]} (kind {kind})")
+    return record
+
+
+def read_messages(path: Path, *, abilities: tuple[str, ...], ability_field: str | None,
+                  labeled: bool = True, scoring: dict[str, tuple[str, float | None]] | None = None) -> list[Record]:
+    """The items of one chat-JSONL file: ``{"messages": [{"role", "content"}, ...], ...}`` per line, the
+    last turn the assistant's gold. The ability is the line's ``ability_field`` or, without one, the
+    file's name (``arithmetic.jsonl``). Optional fields: ``id`` (default the line number), ``choices``
+    (a perplexity item's candidates, the correct one first; or a choice item's option texts),
+    ``answer`` (a math item's final answer), ``kind`` (an ability declared ``per_item``). Unlabeled
+    (an unlabeled pool): a line without the ability field, or naming no declared ability, is
+    'synthetic'. ``scoring`` (evaluation items): ability -> (kind, baseline), applied by ``declare``.
+    Errors name file:line and the field."""
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    from_file = path.stem if ability_field is None else None
+    for n, raw in enumerate(io.BytesIO(path.read_bytes()), start=1):
+        where = f"{path}:{n}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{where}: not valid UTF-8 ({e.reason})") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
+            raise DataError(f"{where}: not valid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        field = ability_field or "<file name>"
+        ability = from_file if ability_field is None else obj.get(ability_field)
+        if ability not in abilities:
+            if not labeled:
+                ability = SYNTHETIC
+            else:
+                what = "missing" if ability is None else f"{ability!r} is not a declared ability"
+                raise DataError(f"{where}: field '{field}': {what}; the spec declares {', '.join(abilities)}")
+        kind = obj.get("kind")
+        record = parse_record({"type": ability, "idx": obj.get("id", obj.get("idx", f"line-{n}")),
+                               "question_format": 1 if kind == "perplexity" else 0,
+                               **{k: obj[k] for k in ("messages", "choices", "answer") if k in obj}},
+                              where, eval_split=False, types=None)
+        if kind is not None:
+            if not isinstance(kind, str):
+                raise DataError(f"{where}: field 'kind': must be a string")
+            record = replace(record, kind=kind)
+        if scoring is not None:
+            record = declare(record, *scoring[record.type], where)
+        if record.key in seen:
+            raise DataError(f"{where}: field 'id': duplicate id {record.idx!r} (first at line {seen[record.key]})")
+        seen[record.key] = n
+        records.append(record)
+    if not records:
+        raise DataError(f"{path}: empty data file")
+    return records

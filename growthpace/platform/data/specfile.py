@@ -110,13 +110,49 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def _grid_sources(spec: Spec) -> list[str]:
-    return [*spec.data.sources, *(["mix"] if spec.data.mixes else [])]
+    return [*spec.data.source_names, *(["mix"] if spec.data.mixes else [])]
 
 
 def _volumes(spec: Spec, source: str) -> list[int]:
-    if source == "curated":
-        return list(spec.data.volumes)
-    return list(spec.data.synthetic_volumes or spec.data.volumes)
+    return list(spec.data.source(source).volumes)
+
+
+def _declaration(spec: Spec) -> list[tuple[str, str]]:
+    """The abilities and sources the rest of the spec names must be declared ones (or DoIT's)."""
+    from growthpace.platform.core.abilities import SOURCES
+
+    out = []
+    names = spec.ability_names
+    for where, caps in [("data.caps", spec.data.caps),
+                        *((f"data.mixes[{i}].caps", m.caps) for i, m in enumerate(spec.data.mixes))]:
+        for ability in caps:
+            if ability not in names:
+                out.append((where, f"unknown ability {ability!r} in caps; expected one of {', '.join(names)}"))
+    d = spec.data
+    if d.layout == "messages":
+        if not spec.declared:
+            out.append(("data.layout", "'messages' needs the study's abilities declared (top-level `abilities:`)"))
+        for field in ("valid", "test"):
+            if field in spec.evaluation.splits and getattr(d, field) is None:
+                out.append((f"data.{field}", f"layout 'messages' scores the {field} split: name its file or folder"))
+        for i, s in enumerate(d.sources):
+            if isinstance(s, str) or s.train is None:
+                out.append((f"data.sources[{i}]", "layout 'messages': each source names its file or folder "
+                                                  "({name: ..., train: PATH})"))
+    else:
+        for i, src in enumerate(d.sources):
+            if not isinstance(src, str) and src.train is not None:
+                out.append((f"data.sources[{i}].train", "the doit layout reads its own folders; a source's own file "
+                                                        "needs data.layout: messages"))
+        for i, n in enumerate(d.source_names):
+            if n not in SOURCES:
+                out.append((f"data.sources[{i}]", f"the doit layout has the sources {', '.join(SOURCES)}; got {n!r} "
+                                                  "(named sources with their own files: data.layout: messages)"))
+    for i, pair in enumerate(d.compare or []):
+        bad = [p for p in pair if p not in d.source_names]
+        if bad or pair[0] == pair[1]:
+            out.append((f"data.compare[{i}]", f"{list(pair)}: a pair of two of data.sources {d.source_names}"))
+    return out
 
 
 def _references(spec: Spec) -> list[tuple[str, str]]:
@@ -124,8 +160,8 @@ def _references(spec: Spec) -> list[tuple[str, str]]:
     that exists: otherwise they are silently ignored and the study is not the one the spec describes."""
     from growthpace.platform.core.items import KINDS
 
-    out = []
-    volumes = sorted({v for s in spec.data.sources if s != "mix" for v in _volumes(spec, s)})
+    out = _declaration(spec)
+    volumes = sorted({v for s in spec.data.source_names for v in _volumes(spec, s)})
     for v in spec.training.epochs_by_volume:
         if v not in volumes:
             out.append((f"training.epochs_by_volume.{v}", f"volume {v} is not one of the grid's volumes {volumes}"))
@@ -134,6 +170,9 @@ def _references(spec: Spec) -> list[tuple[str, str]]:
             close = difflib.get_close_matches(kind, KINDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             out.append((f"evaluation.max_new_tokens.{kind}", f"not a question kind{hint}; expected one of {', '.join(KINDS)}"))
+    if spec.data.synthetic_volumes is not None and "synthetic" not in spec.data.source_names:
+        out.append(("data.synthetic_volumes", f"no cell would use them: data.sources {spec.data.source_names} has no "
+                                              "'synthetic' (a mix adds synthetic items with data.mixes[].synthetic)"))
     sizes = [m.size for m in spec.models]
     for size in spec.evaluation.resources.by_size:
         if size not in sizes:
@@ -150,7 +189,7 @@ def _references(spec: Spec) -> list[tuple[str, str]]:
         first.setdefault(m.name, i)
         for s in m.sources or []:
             if s not in grid:
-                why = "data.mixes is empty" if s == "mix" else f"data.sources is {spec.data.sources}"
+                why = "data.mixes is empty" if s == "mix" else f"data.sources is {spec.data.source_names}"
                 out.append((f"models[{i}].sources", f"source {s!r} matches no cell of the grid ({why})"))
     n = 0
     for m in spec.models:
@@ -158,7 +197,7 @@ def _references(spec: Spec) -> list[tuple[str, str]]:
             if m.sources is None or s in m.sources:
                 n += len(spec.data.mixes) if s == "mix" else len(_volumes(spec, s))
     if not n and not out:
-        out.append(("data", f"the grid has zero cells (sources {spec.data.sources}, volumes {spec.data.volumes}, "
+        out.append(("data", f"the grid has zero cells (sources {spec.data.source_names}, volumes {spec.data.volumes}, "
                             f"{len(spec.data.mixes)} mixes, models' sources {[m.sources for m in spec.models]})"))
     return out
 
@@ -167,9 +206,23 @@ def _references(spec: Spec) -> list[tuple[str, str]]:
 TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
 
 
+def unknown_home(value: str) -> str | None:
+    """Why ``~user/...`` names no folder: this machine has no such user (Path.expanduser would raise a
+    RuntimeError wherever the path is first used)."""
+    try:
+        Path(value).expanduser()
+    except RuntimeError:
+        user = value[1:].split("/", 1)[0]
+        return f"{value}: this machine has no user {user!r}, so '~{user}' is no home folder"
+    return None
+
+
 def local_path_problem(value: str, *, folder: bool) -> str | None:
-    """Why a local path cannot be used: a symlink loop, a regular file where a folder must be, or an
-    ancestor that is a regular file (nothing can be created under it)."""
+    """Why a local path cannot be used: ``~user`` of an unknown user, a symlink loop, a regular file where
+    a folder must be, or an ancestor that is a regular file (nothing can be created under it)."""
+    home = unknown_home(value)
+    if home:
+        return home
     p = Path(value).expanduser()
     try:
         p = p.resolve()
@@ -232,6 +285,10 @@ def _models(spec: Spec) -> list[tuple[str, str]]:
     for i, m in enumerate(spec.models):
         name, fld = m.name, f"models[{i}].name"
         if name in PRESETS:
+            continue
+        home = unknown_home(name)
+        if home:
+            out.append((fld, f"model {home}"))
             continue
         folder = Path(name).expanduser()
         if folder.exists():

@@ -16,7 +16,6 @@ import polars as pl
 import yaml
 
 from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
-from growthpace.platform.analysis.summary import PER_ABILITY
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
 _BLOCK = re.compile(r"^<!--# (\w+) -->$", re.MULTILINE)
@@ -81,7 +80,9 @@ def html_table(header: list[str], rows: list[list]) -> str:
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'  # wide tables scroll, not the page
 
 
-def selected_table(selected: pl.DataFrame) -> str:
+def selected_table(selected: pl.DataFrame, order: list[str] | None = None) -> str:
+    """The selected scores, one column per ability in ``order`` (the study's declared abilities and OOD
+    sets; default DoIT's)."""
     wide = (
         selected.with_columns(pl.col("score").round(1))
         .group_by(["size", "source", "volume", "mix", "ability"]).agg(pl.col("score").mean().round(1))
@@ -89,7 +90,8 @@ def selected_table(selected: pl.DataFrame) -> str:
         .sort(["size", "source", "volume"])
     )
     keys = ["size", "source", "volume", "mix"]
-    known = [a for a in (*ABILITIES, *OOD_SUBJECTS) if a in wide.columns]  # the study's order, not the pivot's
+    order = order if order is not None else [*ABILITIES, *OOD_SUBJECTS]
+    known = [a for a in order if a in wide.columns]  # the study's order, not the pivot's
     wide = wide.select(*keys, *known, *[c for c in wide.columns if c not in keys and c not in known])
     return html_table([str(c) for c in wide.columns], [["" if v is None else v for v in row] for row in wide.iter_rows()])
 
@@ -119,10 +121,11 @@ def headline_sentences(h: dict) -> list[str]:
     measured whichever way it came out."""
     conf = f"{h['confidence'] * 100:g}%"
     out = []
-    where = f"{h['size']} at {h['volume']:g} curated items" if h["size"] is not None else None
+    primary = h.get("source", "curated")
+    where = f"{h['size']} at {h['volume']:g} {primary} items" if h["size"] is not None else None
     ab = h["above_baseline"]
     if where is None:
-        out.append("No curated test scores in this study: no headline findings.")
+        out.append(f"No {primary} test scores in this study: no headline findings.")
         return out
     above = [r["ability"] for r in ab["rows"] if r["side"] == "above"]
     out.append(f"At the largest size and volume ({where}), {ab['count']} of {ab['of']} abilities score above their "
@@ -132,7 +135,7 @@ def headline_sentences(h: dict) -> list[str]:
     p = h["pace"]
     rows = {r["ability"]: r for r in p["rows"]}
     if not p["rows"]:
-        out.append("No growth curves were fitted (a curve needs 3 or more curated volumes): no pace finding.")
+        out.append(f"No growth curves were fitted (a curve needs 3 or more {primary} volumes): no pace finding.")
     else:
         per = "points per doubling of data (over the studied range, mean over sizes)"
         if p["fastest"]:
@@ -155,15 +158,16 @@ def headline_sentences(h: dict) -> list[str]:
         out.append(f"{said} {n} pace {'class' if n == 1 else 'classes'} ({classes}); " + _separated(p, rows))
 
     src = h["sources"]
+    a, b = src.get("a") or "curated", src.get("b") or "synthetic"
     if src["mean"] is None:
-        out.append(f"No curated/synthetic pair at the same volume at size {h['size']}: no source finding.")
+        out.append(f"No {a}/{b} pair at the same volume at size {h['size']}: no source finding.")
     else:
         gap, side = src["mean"]["gap"], src["mean"]["side"]
-        verdict = {"above": "curated beats synthetic", "below": "synthetic beats curated",
-                   None: "curated and synthetic are not told apart"}[side]
-        out.append(f"Curated minus synthetic at {src['volume']:g} items on {src['size']}: {pm(gap)} points on average "
-                   f"({verdict}); {src['curated_better']} of {src['of']} abilities' gap intervals exclude 0 in "
-                   f"curated's favour, {src['synthetic_better']} in synthetic's.")
+        verdict = {"above": f"{a} beats {b}", "below": f"{b} beats {a}",
+                   None: f"{a} and {b} are not told apart"}[side]
+        out.append(f"{a[:1].upper() + a[1:]} minus {b} at {src['volume']:g} items on {src['size']}: {pm(gap)} points "
+                   f"on average ({verdict}); {src['a_better']} of {src['of']} abilities' gap intervals exclude 0 in "
+                   f"{a}'s favour, {src['b_better']} in {b}'s.")
 
     tr = h["transfer"]
     if tr["ood"] is None:
@@ -171,10 +175,38 @@ def headline_sentences(h: dict) -> list[str]:
     else:
         verdict = {"above": "above it, the interval excluding it", "below": "below it, the interval excluding it",
                    None: "not distinguishable from it, the interval includes it"}[tr["side"]]
-        r = f" Across settings the OOD and in-domain means correlate with r = {pm(tr['r'], 2)}." if tr.get("r") else ""
-        out.append(f"Cross-ability transfer: the OOD mean at {where} is {pm(tr['ood'])} against its random baseline "
-                   f"{f(tr['baseline'])}: {verdict}.{r}")
+        out.append(f"The OOD mean at {where} is {pm(tr['ood'])} against its random baseline "
+                   f"{f(tr['baseline'])}: {verdict} (a level, not transfer: an untuned base may reach it).")
+    oc = h.get("ood_change")
+    if oc is not None and tr["ood"] is not None:
+        out.append(ood_change_sentence(oc, conf))
     return out
+
+
+def ood_means(row: dict) -> str:
+    """'base 41.7, 40 items 49.2, ..., 2560 items 39.2' (OOD means of one size)."""
+    parts = [] if row["base"] is None else [f"untuned base {f(row['base']['value'])}"]
+    return ", ".join(parts + [f"{v['volume']:g} items {f(v['ood']['value'])}" for v in row["volumes"]])
+
+
+def ood_change_sentence(oc: dict, conf: str) -> str:
+    """Finding (iii) in words, as its numbers have it: transfer only when OOD rises from the smallest
+    volume and from the untuned base and follows the in-domain mean, every interval excluding 0."""
+    row = oc["row"]
+    if row is None:
+        return f"No OOD scores at curated volumes of {oc['size']}: no transfer finding."
+    r = f"; across curated settings OOD and in-domain means correlate at r = {pm(oc['r'], 2)}" if oc.get("r") else ""
+    nums = (f"{row['largest']:g} minus {row['smallest']:g} items {pm(row['change'])} points"
+            + ("" if row["over_base"] is None else f", minus the untuned base {pm(row['over_base'])}"))
+    means = f"OOD means on {row['size']}: {ood_means(row)}"
+    if oc["shown"]:
+        return (f"Cross-ability transfer: OOD rises with instruction data ({nums}, {conf} intervals above 0{r}). "
+                f"{means}.")
+    if oc["falls"]:
+        n = oc["falls_excluding_0"]
+        sure = {0: "neither interval excludes 0", 1: "one interval below 0", 2: "both intervals below 0"}[n]
+        return f"No cross-ability transfer: OOD falls with tuning (forgetting): {nums} ({sure}){r}. {means}."
+    return (f"Cross-ability transfer not shown: {nums}{r}; not every interval is above 0. {means}.")
 
 
 def _separated(p: dict, rows: dict[str, dict]) -> str:
@@ -250,6 +282,15 @@ def _costs(s: dict) -> list[dict]:
     return found
 
 
+def by_pace(abilities: list[dict]) -> list[dict]:
+    """Abilities fastest first (gain per doubling over the studied range), those without a gain last:
+    with 30 or 50 abilities the table is read from the top."""
+    def gain(a: dict) -> float:
+        v = (a.get("range_gain_per_doubling") or {}).get("value")
+        return -math.inf if v is None else v
+    return sorted(abilities, key=gain, reverse=True)
+
+
 def _pace(s: dict) -> str:
     largest = max((c["largest_volume"] for c in s["curves"]), default=0)
     smallest = min((c["smallest_volume"] for c in s["curves"]), default=0)
@@ -259,7 +300,7 @@ def _pace(s: dict) -> str:
          "saturation volume (90% of gain)", "ceiling", "gain / doubling of params", "evidence"],
         [[a["ability"], a["class"], pm(a["gain_per_doubling"]), pm(a["range_gain_per_doubling"]),
           vol(a["saturation_volume"], smallest, largest), pm(a["ceiling"]), pm(a["size_gain_per_doubling"]),
-          a["evidence"]] for a in s["abilities"]])
+          a["evidence"]] for a in by_pace(s["abilities"])])
     curves = html_table(
         ["ability", "size", "params", "baseline", "start", "ceiling", "start gain / doubling", "range gain / doubling",
          "saturation volume", "midpoint (items)", "steepness / doubling", "R²", "RMSE", "points"],
@@ -274,21 +315,27 @@ def _pace(s: dict) -> str:
 
 
 def _sources(s: dict) -> str:
+    compared = s.get("declaration", {}).get("pairs", [["curated", "synthetic"]])
+    named = ", ".join(f"{a}/{b}" for a, b in compared) or "source"
+    title = html.escape("; ".join(f"{a[:1].upper() + a[1:]} vs {b}" for a, b in compared) or "Sources")
     gaps = [g for g in s["source_gap"] if g["ability"] == "mean"]
     if not gaps:
-        return block("no_sources")
-    table = html_table(["size", "volume", "curated", "synthetic", "gap", "cost"],
-                       [[g["size"], g["volume"], f(g["curated"]), f(g["synthetic"]), pm(g["gap"]), cost(g.get("cost"))]
-                        for g in gaps])
+        return block("no_sources", title=title, pairs=html.escape(named))
+    table = html_table(["a", "b", "size", "volume", "a's score", "b's score", "gap (a - b)", "cost"],
+                       [[g["a"], g["b"], g["size"], g["volume"], f(g["score_a"]), f(g["score_b"]), pm(g["gap"]),
+                         cost(g.get("cost"))] for g in gaps])
     per = [g for g in s["source_gap"] if g["ability"] != "mean"]
     vols = sorted({g["volume"] for g in per})
-    keyed = {(g["ability"], g["size"], g["volume"]): g for g in per}
-    pairs = sorted({(g["ability"], g["size"]) for g in per})
+    keyed = {(g["a"], g["b"], g["ability"], g["size"], g["volume"]): g for g in per}
+    at = {a: i for i, a in enumerate(s.get("declaration", {}).get("abilities", []))}
+    pairs = sorted({(g["a"], g["b"], g["ability"], g["size"]) for g in per},
+                   key=lambda k: (k[0], k[1], at.get(k[2], len(at)), k[2], k[3]))
     per_ability = html_table(
-        ["ability", "size", *[f"gap at {v}" for v in vols]],
-        [[a, z, *[marked(keyed[(a, z, v)].get("paired"), keyed[(a, z, v)]["gap"]) if (a, z, v) in keyed else ""
-                  for v in vols]] for a, z in pairs])
-    return block("sources", table=table, per_ability=per_ability, alpha=f"{s['paired']['alpha']:g}")
+        ["a", "b", "ability", "size", *[f"gap at {v}" for v in vols]],
+        [[x, y, a, z, *[marked(keyed[(x, y, a, z, v)].get("paired"), keyed[(x, y, a, z, v)]["gap"])
+                        if (x, y, a, z, v) in keyed else "" for v in vols]] for x, y, a, z in pairs])
+    return block("sources", table=table, per_ability=per_ability, alpha=f"{s['paired']['alpha']:g}", title=title,
+                 pairs=html.escape(named))
 
 
 def _ood(s: dict) -> str:
@@ -298,7 +345,14 @@ def _ood(s: dict) -> str:
     table = html_table(["size", "source", "volume", "mix", "in-domain mean", "OOD mean", "OOD baseline"],
                        [[r["size"], r["source"], r["volume"], r["mix"], pm(r["in_domain"]), pm(r["ood"]),
                          f(r["ood_baseline"])] for r in tr["rows"]])
-    return block("ood", table=table, r=html.escape(pm(tr["r"], 2)))
+    oc = s.get("ood_change") or {"rows": [], "r": None}
+    vols = sorted({v["volume"] for r in oc["rows"] for v in r["volumes"]})
+    change = html_table(
+        ["size", "untuned base", *[f"{v:g} items" for v in vols], "largest - smallest", "largest - base"],
+        [[r["size"], pm(r["base"]), *[next((pm(x["ood"]) for x in r["volumes"] if x["volume"] == v), "")
+                                        for v in vols], pm(r["change"]), pm(r["over_base"])] for r in oc["rows"]])
+    return block("ood", table=table, r=html.escape(pm(tr["r"], 2)), change=change,
+                 r_curated=html.escape(pm(oc.get("r"), 2)), conf=int(round(s["bootstrap"]["confidence"] * 100)))
 
 
 def _extrapolation(s: dict) -> str:
@@ -367,7 +421,8 @@ def _recommendation(s: dict) -> str:
         beyond = ("Counts past twice the largest volume studied (extrapolated): " + ", ".join(rec["beyond_data"])
                   if rec["beyond_data"] else "")
         out.append(block(
-            "recommendation", budget=rec["budget"], size=html.escape(rec["size"]), per_ability=PER_ABILITY,
+            "recommendation", budget=rec["budget"], size=html.escape(rec["size"]),
+            per_ability=len(s.get("declaration", {}).get("abilities", ABILITIES)),
             floor=f"{s['settings']['floor']:g}", gain=pm(rec["gain_over_even"]), per_1000=pm(rec["gain_per_1000_items"], 2),
             gain_reconstruct=pm(rec["gain_over_reconstruct"]), cost=cost(rec.get("cost")), beyond=html.escape(beyond),
             table=table, mix=html.escape(yaml.safe_dump([rec["mix"]], sort_keys=False, default_flow_style=None))))
@@ -389,12 +444,31 @@ def _recommendation(s: dict) -> str:
     return "\n".join(out)
 
 
+def _benchmarks(s: dict) -> str:
+    """lm-eval metrics of each cell's selected epoch against volume (analysis/benchmarks.py); nothing
+    when the study scores no benchmarks."""
+    entries = s.get("benchmarks") or []
+    if not entries:
+        return ""
+    rows = []
+    for e in entries:
+        for g in e["groups"]:
+            rows.append([e["metric"], g["size"], g["source"],
+                         "; ".join(f"{p['volume']:,}: {pm(p['score']) if p['score']['lo'] is not None else f(p['score']['value'])}"
+                                   for p in g["points"]),
+                         pm(g.get("range_gain_per_doubling")), f((e.get("size_gain_per_doubling") or {}).get(g["source"])),
+                         g["class"] or "n/a", g["evidence"]])
+    table = html_table(["benchmark metric", "size", "source", "score at each volume (interval from lm-eval's stderr)",
+                        "gain / doubling over the range", "gain / doubling of params (all sizes)", "class", "evidence"], rows)
+    return block("benchmarks", table=table)
+
+
 def render(summary: dict, study: str, selected: pl.DataFrame) -> str:
     """index.html: every section of the report, in reading order."""
     s = summary
     conf = int(round(s["bootstrap"]["confidence"] * 100))
     return "\n".join([
         _head(s, study), _pace(s), _sources(s), _ood(s), _extrapolation(s),
-        _holdout(s, conf), _decisions(s, conf), _paired(s), _recommendation(s), _formulations(s),
-        block("selected", table=selected_table(selected)),
+        _holdout(s, conf), _decisions(s, conf), _paired(s), _recommendation(s), _formulations(s), _benchmarks(s),
+        block("selected", table=selected_table(selected, [*s.get("declaration", {}).get("abilities", ABILITIES), *OOD_SUBJECTS])),
     ]) + "\n"

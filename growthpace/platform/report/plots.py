@@ -27,8 +27,15 @@ def _plt():
 WIDTH_IN, DPI = 12.0, 110
 
 
-def _panels(n: int, cols: int = 5):
+def grid_columns(n: int) -> int:
+    """Columns of a grid of n small multiples: about 2.5 columns per row on a wide page (DoIT's ten
+    abilities: 5 x 2), at most 6 so that 30 or 50 panels stay readable."""
+    return max(1, min(n, 6, math.ceil(math.sqrt(2.5 * n))))
+
+
+def _panels(n: int, cols: int | None = None):
     plt = _plt()
+    cols = grid_columns(n) if cols is None else cols
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 2.4 * rows + 0.9), squeeze=False)
     for ax in list(axes.flat)[n:]:
@@ -61,12 +68,13 @@ def _band(ax, part: pl.DataFrame, color: str, style: str, label: str | None) -> 
     ax.plot(v, part["score"].to_numpy(), style, color=color, markersize=3, linewidth=1, label=label)
 
 
-def plot_growth(measured: growth.Measured, fits, classes: dict[str, str], sizes: list[str], out: Path) -> None:
+def plot_growth(measured: growth.Measured, fits, classes: dict[str, str], sizes: list[str], out: Path,
+                abilities: tuple[str, ...] | list[str] = ABILITIES, primary: str = "curated") -> None:
     """Per ability: measured test score (points, 95% band shaded) and the fitted curve, a line per size."""
-    plt, fig, axes = _panels(len(ABILITIES))
+    plt, fig, axes = _panels(len(abilities))
     colors = _colors(sizes)
-    rows = measured.rows.filter((pl.col("source") == "curated") & (pl.col("mix") == "") & (pl.col("split") == "test"))
-    for ax, ability in zip(axes, ABILITIES):
+    rows = measured.rows.filter((pl.col("source") == primary) & (pl.col("mix") == "") & (pl.col("split") == "test"))
+    for ax, ability in zip(axes, abilities):
         part = rows.filter(pl.col("ability") == ability)
         for size in sizes:
             p = part.filter(pl.col("size") == size)
@@ -83,14 +91,19 @@ def plot_growth(measured: growth.Measured, fits, classes: dict[str, str], sizes:
         ax.set_xscale("log")
         ax.set_title(f"{ability} ({classes.get(ability, 'no fit')})", fontsize=8)
         ax.tick_params(labelsize=7)
-    _finish(plt, fig, axes, out, "curated data, test score (%) vs training items (log): points measured, band 95% "
+    _finish(plt, fig, axes, out, f"{primary} data, test score (%) vs training items (log): points measured, band 95% "
                                  "bootstrap, line fitted; dashed = random baseline")
 
 
-def _by_source(ax, part: pl.DataFrame, title: str, sizes: list[str], colors: dict, legend: bool) -> None:
-    """One panel: a banded line per size and source (curated solid, synthetic dotted), baseline dashed."""
+SOURCE_STYLES = ("-o", ":s", "--^", "-.v", ":D", "--P")
+
+
+def _by_source(ax, part: pl.DataFrame, title: str, sizes: list[str], colors: dict, legend: bool,
+               sources: tuple[str, ...] | list[str] = ("curated", "synthetic")) -> None:
+    """One panel: a banded line per size and source (DoIT: curated solid, synthetic dotted), baseline dashed."""
     for size in sizes:
-        for source, style in (("curated", "-o"), ("synthetic", ":s")):
+        for i, source in enumerate(sources):
+            style = SOURCE_STYLES[i % len(SOURCE_STYLES)]
             p = part.filter((pl.col("size") == size) & (pl.col("source") == source))
             if p.height:
                 _band(ax, p, colors[size], style, f"{size} {source}" if legend else None)
@@ -101,14 +114,19 @@ def _by_source(ax, part: pl.DataFrame, title: str, sizes: list[str], colors: dic
     ax.tick_params(labelsize=7)
 
 
-def plot_sources(measured: growth.Measured, sizes: list[str], out: Path) -> None:
-    plt, fig, axes = _panels(len(ABILITIES))
+def plot_sources(measured: growth.Measured, sizes: list[str], out: Path,
+                 abilities: tuple[str, ...] | list[str] = ABILITIES,
+                 sources: tuple[str, ...] | list[str] = ("curated", "synthetic")) -> None:
+    plt, fig, axes = _panels(len(abilities))
     colors = _colors(sizes)
     rows = measured.rows.filter((pl.col("mix") == "") & (pl.col("split") == "test"))
-    for i, (ax, ability) in enumerate(zip(axes, ABILITIES)):
-        _by_source(ax, rows.filter(pl.col("ability") == ability), ability, sizes, colors, legend=i == 0)
-    _finish(plt, fig, axes, out, "curated (solid) vs synthetic (dotted): test score (%) vs items (log), 95% bands; "
-                                 "dashed = random baseline")
+    for i, (ax, ability) in enumerate(zip(axes, abilities)):
+        _by_source(ax, rows.filter(pl.col("ability") == ability), ability, sizes, colors, legend=i == 0,
+                   sources=sources)
+    styles = {"-o": "solid", ":s": "dotted", "--^": "dashed, triangles", "-.v": "dash-dot", ":D": "dotted, diamonds",
+              "--P": "dashed, plus"}
+    named = " vs ".join(f"{s} ({styles[SOURCE_STYLES[i % len(SOURCE_STYLES)]]})" for i, s in enumerate(sources))
+    _finish(plt, fig, axes, out, f"{named}: test score (%) vs items (log), 95% bands; dashed grey = random baseline")
 
 
 def plot_ood(measured: growth.Measured, transfer: dict, sizes: list[str], out: Path) -> None:
@@ -175,8 +193,11 @@ def draw(summary: dict, measured: growth.Measured, fits, rec: growth.Recommendat
     """Every PNG of the report into folder: abilities, sources, ood, holdout, recommendation."""
     sizes = list(dict.fromkeys(measured.rows.sort("params", "size")["size"].to_list()))
     classes = {a["ability"]: a["class"] for a in summary["abilities"]}
-    plot_growth(measured, fits, classes, sizes, folder / "abilities.png")
-    plot_sources(measured, sizes, folder / "sources.png")
+    study = summary.get("declaration") or {"abilities": list(ABILITIES), "primary": "curated"}
+    sources = list(dict.fromkeys([study["primary"], *(x for p in study.get("pairs", []) for x in p)]))
+    sources += [x for x in ("curated", "synthetic") if not study.get("pairs") and x not in sources]
+    plot_growth(measured, fits, classes, sizes, folder / "abilities.png", study["abilities"], study["primary"])
+    plot_sources(measured, sizes, folder / "sources.png", study["abilities"], sources)
     plot_ood(measured, summary["transfer"], sizes, folder / "ood.png")
     if summary["size_holdout"]["rows"]:
         plot_holdout(summary["size_holdout"], folder / "holdout.png")

@@ -230,8 +230,16 @@ def checkpoint_hash(path: str | StoragePath) -> str | None:
     if files is None:
         return None
     recorded = _from_digests(path, files)
-    if recorded is not None:
-        return recorded
+    return recorded if recorded is not None else model_hash(model)
+
+
+def model_hash(model: str | StoragePath) -> str | None:
+    """Content hash of an HF model folder's weights and config (a checkpoint's model/, or an untuned base
+    folder, which has no digests.json); None when it holds no weights."""
+    model = as_location(model)
+    files = _hashed_files(model)
+    if files is None:
+        return None
     # Hashing reads every weight byte (tens of GB per checkpoint of a 33b model, from the object store
     # when storage is one), so a node-local memo keeps each hash under the files' names, sizes and
     # modification times. As git does with racy timestamps, a memo counts only for files last modified
@@ -247,18 +255,20 @@ def checkpoint_hash(path: str | StoragePath) -> str | None:
     started = time.time_ns()
     digest = _content_hash(files)[0]
     try:
-        write_json(memo, {"hash": digest, "hashed_at_ns": started, "checkpoint": str(path)})
+        write_json(memo, {"hash": digest, "hashed_at_ns": started, "checkpoint": str(model)})
     except OSError:
         pass  # a read-only cache only costs the next run a re-hash
     return digest
 
 
-def check_checkpoint(path: str | StoragePath, *, scored: bool) -> bool:
+def check_checkpoint(path: str | StoragePath, *, scored: bool, model: str | StoragePath | None = None) -> bool:
     """Pre-flight for one checkpoint's model/: config.json parses, a tokenizer is there, every
     safetensors file's header parses and covers the file. True: whole, it can be scored. False: files
     are missing but the epoch was scored (retention deleted them, maybe interrupted part-way), so its
-    stored result is final. A missing file before scoring, or a corrupted one, is a CheckpointError."""
-    model = model_dir(path)
+    stored result is final. A missing file before scoring, or a corrupted one, is a CheckpointError.
+    ``model``: the model folder itself when it is not ``path``/model (`growthpace benchmark` MODEL_DIR)."""
+    own_folder = model is not None
+    model = model_dir(path) if model is None else as_location(model)
 
     def missing(file: StoragePath, why: str = "") -> bool:
         if scored:
@@ -271,6 +281,7 @@ def check_checkpoint(path: str | StoragePath, *, scored: bool) -> bool:
     weights = _weights(model, WEIGHT_SUFFIXES)
     if not weights:
         return missing(model if not model.is_dir() else model / "model.safetensors",
+                       " (a model folder holds *.safetensors or *.bin weights)" if own_folder else
                        " and this epoch has no stored scores (restore the file or retrain the cell)")
     config = model / "config.json"
     if not config.is_file():

@@ -26,7 +26,7 @@ from typing import Any, Callable, Union
 
 from growthpace.platform.core.identity import stable_hash
 from growthpace.platform.core.paths import object_store_uri, safe_name
-from growthpace.platform.store.tables import (CELL_SCORES, EPOCH_FILE, PREDICTIONS, RESULT_KEY, SCORES, ResultKey,
+from growthpace.platform.store.tables import (BASE_SCORES, CELL_SCORES, EPOCH_FILE, PREDICTIONS, RESULT_KEY, SCORES, ResultKey,
                                               epoch_file, table_for)
 
 
@@ -209,7 +209,7 @@ class StoredFileError(ValueError):
 def rebuild_hint(path: "StoragePath") -> str:
     """What to do about a damaged stored file: which command writes it again."""
     name, parent = path.name, path.parent.name
-    if name == SCORES.name:
+    if name in (SCORES.name, BASE_SCORES.name):
         return f"delete it and run `growthpace evaluate SPEC`, which rebuilds it from cells/*/{CELL_SCORES.name}"
     if parent == CELL_SCORES.name:
         return (f"delete {path.parent}/{path.stem}.parquet and .json and run `growthpace evaluate SPEC`, "
@@ -281,17 +281,17 @@ def _damaged(path: "StoragePath", e: Exception) -> StoredFileError:
     return StoredFileError(f"{path}: damaged or not the table the study writes ({reason}); {rebuild_hint(path)}")
 
 
-def check_table(path: "StoragePath") -> None:
+def check_table(path: "StoragePath", columns: list[str] | None = None) -> None:
     """The pre-flight of a stored table: its footer and schema only (cheap), so a job fails before its
-    first write instead of when it reaches the file."""
+    first write instead of when it reaches the file. ``columns``: only those the reader reads."""
     import polars as pl
 
     path = as_location(path)
     if isinstance(path, Location):
-        read_parquet(path)
+        read_parquet(path, **({"columns": columns} if columns else {}))
         return
     try:
-        _check_parquet(path, dict(pl.read_parquet_schema(path)), None)
+        _check_parquet(path, dict(pl.read_parquet_schema(path)), None, columns)
     except (OSError, ValueError, pl.exceptions.PolarsError) as e:
         raise _damaged(path, e) from None
 
@@ -486,6 +486,10 @@ class Layout:
         """The result key of one epoch's predictions and scores, written after both: its presence means whole."""
         return self.cell_scores(cell_id, epoch).with_suffix(".json")
 
+    def cell_benchmark(self, cell_id: str, epoch: int, task: str) -> StoragePath:
+        """One checkpoint's result on one lm-eval task: its key, metrics and samples (evaluators/benchmark_results.py)."""
+        return self.cell(cell_id) / "benchmarks" / epoch_file(epoch, "") / f"{safe_name(task, 'lm-eval task')}.json"
+
     def cell_predictions(self, cell_id: str, epoch: int) -> StoragePath:
         return self.cell(cell_id) / PREDICTIONS.name / epoch_file(epoch, ".parquet")
 
@@ -520,6 +524,10 @@ class Layout:
     @property
     def scores(self) -> StoragePath:
         return self.root / SCORES.name
+
+    @property
+    def base_scores(self) -> StoragePath:
+        return self.root / BASE_SCORES.name
 
     @property
     def report(self) -> StoragePath:

@@ -8,6 +8,7 @@ names the files from these names, and the read-back check (storage.py ``read_par
     cells/<id>/scores/epoch_NNN.parquet        CELL_SCORES: one row per (split, ability)
     cells/<id>/scores/epoch_NNN.json           {RESULT_KEY: ResultKey, RESULT_BACKEND}, written last
     scores.parquet                             SCORES: every cell's scores with its settings
+    base_scores.parquet                        BASE_SCORES: the untuned bases' (source "base", volume 0)
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ CELL_SCORES = Table("scores", (("cell_id", "str"), ("epoch", "int"), ("split", "
 CELL_SETTINGS: tuple[Column, ...] = (("model", "str"), ("size", "str"), ("source", "str"), ("volume", "int"),
                                      ("mix", "str"), ("seed", "int"), ("epochs", "int"))
 SCORES = Table("scores.parquet", (*CELL_SCORES.columns, *CELL_SETTINGS))
-TABLES = (PREDICTIONS, CELL_SCORES, SCORES)
+# The untuned bases' scores, as scores.parquet's rows (evaluators/results.py UntunedBase): apart from the
+# cells', so every reader of scores.parquet sees the grid's cells only.
+BASE_SCORES = Table("base_scores.parquet", SCORES.columns)
+TABLES = (PREDICTIONS, CELL_SCORES, SCORES, BASE_SCORES)
 
 # cells/<id>/scores/epoch_NNN.json, the result file: its key (a ResultKey) and the backend that predicted it.
 RESULT_KEY, RESULT_BACKEND = "key", "backend"

@@ -357,6 +357,9 @@ def _model_folder(name: str) -> Path:
     return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
 
 
+# The source model's tokenizer files: the project writes its own (chat tokens, eos <eot>) and never copies these.
+_SOURCE_TOKENIZER_FILES = frozenset(_TOKENIZER_FILES) | {"special_tokens_map.json", "added_tokens.json",
+                                                         "chat_template.json", "merges.txt"}
 _VOCAB_TENSORS = ("embed_tokens.weight", "lm_head.weight", "embed_out.weight", "wte.weight")
 
 
@@ -402,6 +405,8 @@ def extend_vocab(src: Path, dst: Path, vocab: int) -> None:
         save_file(tensors, str(dst / shard), metadata=meta)
         del tensors
     for extra in src.iterdir():  # configs, generation settings; the tokenizer is saved by the caller
+        if extra.name in _SOURCE_TOKENIZER_FILES:
+            continue  # a source's special_tokens_map.json would make the reloaded eos </s>, not the study's <eot>
         if extra.is_file() and extra.suffix == ".json" and not (dst / extra.name).exists():
             shutil.copyfile(extra, dst / extra.name)
     if index:

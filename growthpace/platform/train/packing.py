@@ -1,9 +1,13 @@
 """Micro-batches as the model sees them: packed (the default) or padded to the longest item.
 
 Packed: a micro-batch's items are laid end to end in one row with position ids that restart at every
-item and no attention mask. transformers then keeps attention inside each item: a block-diagonal causal
-mask under sdpa (found from the restarting position ids, transformers' packed-sequence path), or
-flash-attention's variable-length kernels on GPU. No pad token is computed, and the per-token loss is the
+item and no attention mask. transformers finds the items from the restarting position ids (its
+packed-sequence path) and keeps attention inside each one: on a GPU with flex_attention (a block mask;
+blocks wholly masked are skipped), or flash-attention-2's variable-length kernels where flash_attn is
+installed (the project does not install it); on CPU with sdpa and a dense L x L block-diagonal mask,
+which computes the masked blocks too (torch 2.13 has no flex_attention backward on CPU). flex_attention
+matched sdpa on a packed row on CPU: loss equal, logits within 1.8e-7 (bench/packing_attention.py).
+No pad token is computed, and the per-token loss is the
 padded path's: the first label of every item is ignored, so no item is ever trained to predict the next
 item's first token. A micro-batch still holds ``per_device_batch`` items, so optimizer steps and the
 learning-rate schedule are those of platform/core/batching.py either way.
@@ -75,10 +79,14 @@ def train_tokens(lengths: Sequence[int], epochs: int, per_device_batch: int, wor
     return total
 
 
-def attention_implementation(device: torch.device) -> str:
-    """flash-attention (variable-length kernels for packed rows) when it is installed on a GPU, else sdpa."""
+def attention_implementation(device: torch.device, packed: bool = True) -> str:
+    """On a GPU: flash-attention-2 where installed, else flex_attention for packed rows (it skips the
+    masked blocks sdpa's dense mask computes; its kernel compiles once per process), else sdpa.
+    On CPU sdpa: flex_attention has no backward there."""
     import importlib.util
 
-    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+    if device.type != "cuda":
+        return "sdpa"
+    if importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    return "sdpa"
+    return "flex_attention" if packed else "sdpa"

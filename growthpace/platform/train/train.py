@@ -3,9 +3,12 @@
 A plain function in the style of Ray's DeepSpeed example. Ray Train runs it on every worker; it
 reports once per epoch with a checkpoint, and resumes from ``ray.train.get_checkpoint()``.
 Each checkpoint holds the HF model + tokenizer (``model/``, what scoring loads, in the training dtype)
-and, for the newest epoch only, the DeepSpeed engine state (``deepspeed/``, what resuming loads): an
-older epoch's resume state is dropped once a newer checkpoint is committed, and the last one once the
-cell is finished (jobs/sweep.py) unless ``training.keep_resume_state``.
+and, where it pays, the DeepSpeed engine state (``deepspeed/``, what resuming loads): never after the
+last epoch, and after another only once ``training.resume_every_s`` of training has passed since the last
+one (platform/core/footprint.py resume_state_due). An older resume state is dropped once a newer one is
+committed, and the last one once the cell is finished (jobs/sweep.py) unless ``training.keep_resume_state``.
+A restarted run resumes from the newest committed state and trains again, without saving, the epochs
+already committed after it; with no state yet it starts from scratch.
 
 Memory: the base model is loaded in the training dtype; under ZeRO-3 it is built partitioned
 (transformers' DeepSpeed integration, ``HfDeepSpeedConfig`` alive during ``from_pretrained``), and the
@@ -19,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,12 +30,15 @@ from typing import Any
 import torch
 
 from growthpace.platform.core.batching import epoch_order, global_batch, rank_micro_batches, steps_per_epoch
+from growthpace.platform.core.footprint import RESUME_BYTES_PER_PARAM, resume_interval_s, resume_state_due
 from growthpace.platform.store.checkpoints import (COMPUTE_S, EPOCH, IMPORTS_S, SETUP_S, TRAIN_LOSS, read_epoch, write_digests,
                                                    write_epoch)
 from growthpace.platform.train.packing import attention_implementation, collate
 from growthpace.platform.store.storage import Layout
 
 RESUME_STATE = Layout.CHECKPOINT_STATE  # the checkpoint's sub-folder that only resuming reads
+RESUMED_FROM = "resumed_from_epoch"  # metric of a restarted attempt's epochs: the state it loaded (0: from scratch)
+SKIPPED_STEPS = "skipped_steps"  # an epoch's metric: optimizer steps fp16 overflow skipped
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -132,7 +139,7 @@ class CellTraining:
         deepspeed.init_distributed()  # adopts the existing process group (the ZeRO-3 config needs the world size)
         model_config = AutoConfig.from_pretrained(config["base_model"])
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(model_config)]  # imported before the load is measured
-        dtype, attn = _DTYPES[config["precision"]], attention_implementation(device)
+        dtype, attn = _DTYPES[config["precision"]], attention_implementation(device, self.packed)
         with rss_growth(self.memory, "load"):
             self._zero3 = None
             if config["zero_stage"] == 3:
@@ -149,6 +156,8 @@ class CellTraining:
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(total_steps, config["lr"], config["end_lr"]))
+        # ZeRO-3 leaves each rank a partition: ds_numel is the whole tensor's size
+        self.params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
@@ -173,6 +182,7 @@ class CellTraining:
         ``micro_losses``, when given, gets this rank's loss of each micro-batch in order."""
         c = self.config
         self.engine.train()
+        skipped_before = self.engine.skipped_steps
         order = epoch_order(len(self.examples), self.global_batch, c["seed"], epoch)
         total = torch.zeros(2)
         for micro in rank_micro_batches(order, c["per_device_batch"], self.world, c["grad_accum"], self.rank):
@@ -188,15 +198,20 @@ class CellTraining:
         assert self.engine.global_steps == want, (
             f"epoch {epoch + 1} ended at optimizer step {self.engine.global_steps}, not {want}: "
             "not on an accumulation boundary")
+        # fp16 loss scaling skips the optimizer and lr step of an overflowing batch, yet global_steps counts
+        # it: the assert above cannot see it, so the count is kept (and reported) per epoch
+        self.skipped_steps = self.engine.skipped_steps - skipped_before
         if self.world > 1:  # on the device: an NCCL process group (GPU trials) reduces CUDA tensors only
             total = total.to(self.device)
             torch.distributed.all_reduce(total)
             total = total.cpu()
         return (total[0] / total[1]).item()
 
-    def save(self, out: Path, epoch: int, loss: float) -> None:
-        """Every rank writes its share of ``out``: resume state, HF weights + tokenizer, epoch.json last."""
-        self.engine.save_checkpoint(str(out / RESUME_STATE), tag="state")
+    def save(self, out: Path, epoch: int, loss: float, resume_state: bool = True) -> None:
+        """Every rank writes its share of ``out``: resume state (when asked), HF weights + tokenizer,
+        epoch.json last."""
+        if resume_state:
+            self.engine.save_checkpoint(str(out / RESUME_STATE), tag="state")
         with rss_growth(self.memory, "save"):
             self.save_weights(out / Layout.CHECKPOINT_MODEL)
         if self.rank == 0:
@@ -238,7 +253,7 @@ def consolidate_to_rank0(module: torch.nn.Module, rank: int, world: int) -> dict
     return state
 
 
-def _write_and_report(training: CellTraining, metrics: dict, epoch: int, loss: float) -> None:
+def _write_and_report(training: CellTraining, metrics: dict, epoch: int, loss: float, resume_state: bool) -> None:
     """Write the epoch's checkpoint without a second copy in the training's path (training.checkpoint_write):
     in place, straight into the run's folder on the shared filesystem (Ray registers it there: NO_UPLOAD),
     or async, to a local folder that Ray uploads in the background (ASYNC) and then deletes."""
@@ -257,25 +272,48 @@ def _write_and_report(training: CellTraining, metrics: dict, epoch: int, loss: f
             torch.distributed.broadcast_object_list(names, src=0)
         out = Path(storage.experiment_fs_path) / names[0]
         out.mkdir(parents=True, exist_ok=True)
-        training.save(out, epoch, loss)
+        training.save(out, epoch, loss, resume_state)
         checkpoint = ray.train.Checkpoint(str(out), filesystem=storage.storage_filesystem)
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=names[0],
                          checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
     else:
         out = Path(tempfile.mkdtemp(prefix="growthpace-ckpt-"))
-        training.save(out, epoch, loss)
+        training.save(out, epoch, loss, resume_state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(out)),
                          checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
 
 
-def _drop_superseded_resume_state() -> None:
-    """Remove the resume state of every committed checkpoint but the newest (rank 0 only)."""
+def _committed() -> list:
+    """This run's committed checkpoints, a restarted attempt's earlier ones included, oldest epoch first."""
     import ray.train
     from ray.train import CheckpointConsistencyMode
 
     reported = ray.train.get_all_reported_checkpoints(consistency_mode=CheckpointConsistencyMode.COMMITTED)
-    reported = sorted(reported, key=lambda r: r.metrics["epoch"])
-    for r in reported[:-1]:
+    return sorted(reported, key=lambda r: r.metrics[EPOCH])
+
+
+def has_resume_state(filesystem, checkpoint_path: str) -> bool:
+    import pyarrow.fs
+
+    return filesystem.get_file_info(f"{checkpoint_path.rstrip('/')}/{RESUME_STATE}").type != pyarrow.fs.FileType.NotFound
+
+
+def resume_point(committed: list[tuple[int, bool]], epochs: int) -> tuple[int | None, int]:
+    """From the committed checkpoints' (epoch, has a resume state), oldest first: (the index of the one to
+    load, None = start from scratch; the newest epoch committed, which need not be saved again). A
+    finished cell loads its last checkpoint, whose state may be gone."""
+    newest = committed[-1][0] if committed else 0
+    if newest >= epochs:
+        return len(committed) - 1, newest
+    with_state = [i for i, (_, state) in enumerate(committed) if state]
+    return (with_state[-1] if with_state else None), newest
+
+
+def _drop_superseded_resume_state() -> None:
+    """Remove the resume state of every committed checkpoint but the newest one that has it (rank 0 only)."""
+    committed = _committed()
+    holders = [r for r in committed if has_resume_state(r.checkpoint.filesystem, r.checkpoint.path)]
+    for r in holders[:-1]:
         drop_resume_state_at(r.checkpoint.filesystem, r.checkpoint.path)
 
 
@@ -368,11 +406,16 @@ def train_cell(config: dict[str, Any]) -> None:
     memory: dict[str, int] = {}
     training = CellTraining(config, read_cell_tokens(config["tokens"]), rank, world, device, memory)
 
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            start_epoch = training.load_state(Path(d))
+    start_epoch, committed_epoch, restart = 0, 0, {}
+    if ray.train.get_checkpoint():  # a restart: the newest committed resume state, else from scratch
+        committed = _committed()
+        index, committed_epoch = resume_point(
+            [(int(r.metrics[EPOCH]), has_resume_state(r.checkpoint.filesystem, r.checkpoint.path)) for r in committed],
+            config["epochs"])
+        if index is not None:
+            with committed[index].checkpoint.as_directory() as d:
+                start_epoch = training.load_state(Path(d))
+        restart = {RESUMED_FROM: start_epoch}
 
     run = CellRun(config["tracking_uri"], config["run_id"]) if rank == 0 and config.get("run_id") else None
     # What the cell's wall time is made of (the sweep writes it to checkpoints.json): compute_s is the
@@ -380,16 +423,38 @@ def train_cell(config: dict[str, Any]) -> None:
     # load, DeepSpeed init), imports_s the worker process before this function (Python and library imports).
     timing = {SETUP_S: time.monotonic() - entered, IMPORTS_S: _imports_s(entered)}
     compute_started = time.monotonic()
+    since_state, state_pending = 0.0, False  # training seconds since the last resume state; one to clean up after
+    every_s = resume_interval_s(training.params * RESUME_BYTES_PER_PARAM[config["zero_stage"]],
+                                config.get("storage_write_gib_s", 1.0), config.get("failure_every_h", 24.0),
+                                config.get("resume_every_s", 0.0))
     for epoch in range(start_epoch, config["epochs"]):
+        epoch_started = time.monotonic()
         loss = training.train_epoch(epoch)
-        metrics = {EPOCH: epoch + 1, TRAIN_LOSS: loss, "lr": training.lr, **timing,
-                   COMPUTE_S: time.monotonic() - compute_started}
+        since_state += time.monotonic() - epoch_started
+        if epoch + 1 <= committed_epoch:
+            continue  # trained again from an older state: this epoch's checkpoint is committed already
+        if training.skipped_steps and rank == 0:
+            warnings.warn(f"epoch {epoch + 1}: {training.skipped_steps} of {training.steps_per_epoch} optimizer "
+                          "steps skipped (fp16 overflow: the loss scale was lowered and the batch's update lost)")
+        metrics = {EPOCH: epoch + 1, TRAIN_LOSS: loss, "lr": training.lr, SKIPPED_STEPS: training.skipped_steps, **timing,
+                   COMPUTE_S: time.monotonic() - compute_started, **restart}
         if run:
-            run.log({"train/loss": loss, "train/lr": metrics["lr"]}, step=epoch + 1)
-        if rank == 0:  # the previous epoch's upload had a whole epoch to finish
+            run.log({"train/loss": loss, "train/lr": metrics["lr"], "train/skipped_steps": training.skipped_steps},
+                    step=epoch + 1)
+        if rank == 0 and state_pending:  # the previous state's upload had a whole epoch to finish
             _drop_superseded_resume_state()
-        _write_and_report(training, metrics, epoch + 1, loss)
-    if rank == 0:
+            state_pending = False
+        # every rank decides alike: rank 0's clock, so no rank skips a collective save the others make
+        clock = torch.tensor([since_state], dtype=torch.float64)
+        if world > 1:
+            clock = clock.to(device)
+            torch.distributed.broadcast(clock, src=0)
+        state = resume_state_due(epoch + 1, config["epochs"], clock.item(), every_s,
+                                 bool(config.get("keep_resume_state")))
+        _write_and_report(training, metrics, epoch + 1, loss, state)
+        if state:
+            since_state, state_pending = 0.0, True
+    if rank == 0 and state_pending:
         _drop_superseded_resume_state()
     if config.get("memory_probe"):  # bench/scale_proxies.py: this rank's measured RSS growth
         Path(config["memory_probe"]).mkdir(parents=True, exist_ok=True)
