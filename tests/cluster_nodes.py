@@ -59,7 +59,10 @@ class LocalCluster:
         return env
 
     def shutdown(self) -> None:
+        import shutil
+
         self.cluster.shutdown()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 class AutoscalingHead:
@@ -140,3 +143,6 @@ class AutoscalingHead:
             pass
         self.proc.wait(timeout=30)
         self.log.close()
+        import shutil
+
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

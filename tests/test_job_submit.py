@@ -298,7 +298,8 @@ def test_submitted_study(ray_head, mlflow_server, small_data, tmp_path):
     for table in ("Trial status", "Trial name", "╭", "│", "tensorboard", "core_worker"):
         assert table not in console, console
     assert console.count(said) == 1, console  # said once, at the start
-    assert "2/2 cells trained" in console and "scored 4/4 checkpoints" in console, console
+    # 2 cells x 2 epochs and the untuned base, scored once as the transfer's volume 0
+    assert "2/2 cells trained" in console and "scored 5/5 checkpoints" in console, console
     assert "report:" in console and f"MLflow UI: {mlflow_server}" in console, console
     status = ray_head.ray("job", "status", "--address", ray_head.address, submission, timeout=60)
     assert "succeeded" in (status.stdout + status.stderr).lower()
