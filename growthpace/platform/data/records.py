@@ -172,10 +172,9 @@ def _read_fast(data: bytes, eval_split: bool, types: tuple[str, ...] | None, lab
     return records
 
 
-def _read_checked(data: bytes, path: Path, eval_split: bool, types: tuple[str, ...] | None, label: bool) -> list[Record]:
-    """read_records line by line (json and parse_record): raises the first problem's file:line and field."""
-    records: list[Record] = []
-    seen: dict[str, int] = {}
+def json_lines(data: bytes, path: Path) -> Iterator[tuple[int, str, Any]]:
+    """(line number, "file:line", decoded value) of each non-blank line of a JSON-lines file; the first line
+    that is not UTF-8 or not JSON raises a DataError naming file:line."""
     for n, raw in enumerate(io.BytesIO(data), start=1):
         where = f"{path}:{n}"
         try:
@@ -192,6 +191,14 @@ def _read_checked(data: bytes, path: Path, eval_split: bool, types: tuple[str, .
             raise DataError(f"{where}: not a usable record (JSON nested too deeply to read)") from None
         except ValueError as e:  # e.g. an integer of more than 4300 digits
             raise DataError(f"{where}: not a usable record ({e})") from None
+        yield n, where, obj
+
+
+def _read_checked(data: bytes, path: Path, eval_split: bool, types: tuple[str, ...] | None, label: bool) -> list[Record]:
+    """read_records line by line (json and parse_record): raises the first problem's file:line and field."""
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    for n, where, obj in json_lines(data, path):
         if label and isinstance(obj, dict):
             obj = dict(obj)
             obj["type"], obj["idx"], obj["question_format"] = _label_synthetic(
@@ -336,18 +343,7 @@ def read_messages(path: Path, *, abilities: tuple[str, ...], ability_field: str 
     records: list[Record] = []
     seen: dict[str, int] = {}
     from_file = path.stem if ability_field is None else None
-    for n, raw in enumerate(io.BytesIO(path.read_bytes()), start=1):
-        where = f"{path}:{n}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{where}: not valid UTF-8 ({e.reason})") from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError, ValueError) as e:
-            raise DataError(f"{where}: not valid JSON ({getattr(e, 'msg', e)})") from None
+    for n, where, obj in json_lines(path.read_bytes(), path):
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         field = ability_field or "<file name>"
