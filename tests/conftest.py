@@ -52,7 +52,9 @@ def ray_cluster():
     """One real local Ray cluster for every integration test of the session."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    from growthpace.jobs.cluster import loopback_only
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, **loopback_only(),
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
                                        "TOKENIZERS_PARALLELISM": "false"}})
     yield ray

@@ -747,8 +747,11 @@ def _env(unset: list[str] = ()) -> dict[str, str]:
 def _run(case: Case, folder: Path, data: Path, checkpoint: Path | None) -> Result:
     spec = case.setup(folder, data, checkpoint) if case.checkpoint else case.setup(folder, data)
     before = _snapshot(folder / "store") if case.snapshot else None
+    # A clean machine's empty datasets cache: a benchmark's first load generates its splits, and what
+    # datasets prints while it does must not reach the one-line error (CI caught it, a warm cache hid it).
+    env = {**_env(case.env_unset), "HF_DATASETS_CACHE": str(folder.parent / f"{folder.name}-datasets-cache")}
     out = subprocess.run([sys.executable, "-c", TRIPWIRE, case.command, str(spec), *case.args], capture_output=True,
-                         text=True, cwd=folder, env=_env(case.env_unset), timeout=300)
+                         text=True, cwd=folder, env=env, timeout=300)
     return Result(out.returncode, out.stderr, out.stdout, folder, before)
 
 

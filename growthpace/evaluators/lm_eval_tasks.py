@@ -67,7 +67,13 @@ def lm_eval_version() -> str:
 
 
 def _quiet() -> None:
+    """lm-eval's INFO lines and datasets' "Generating train split" bars go nowhere: a task's first load
+    on a clean machine would print them around the one-line error of a bad benchmark setting."""
+    import datasets
+
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
 
 
 # -- the model interface ---------------------------------------------------------------------------------

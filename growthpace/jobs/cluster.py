@@ -64,19 +64,25 @@ LOCAL_CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 _connected_here = False  # whether connect() called ray.init (a test's shared cluster is not ours to stop)
 
 
+def loopback_only() -> dict:
+    """Make the next ray.init start a local cluster bound to 127.0.0.1; returns the ray.init keywords
+    that go with it. Also used by the test suite's shared cluster."""
+    for key, value in LOCAL_CLUSTER_ENV.items():
+        os.environ.setdefault(key, value)  # the cluster's processes inherit them
+    from ray._private import ray_constants
+
+    # Ray computed this constant from the variable when it was imported: set it for this process too.
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
+    return {"_node_ip_address": "127.0.0.1"}
+
+
 def connect(spec: Spec) -> None:
     """Idempotent: reuse an initialised Ray, else attach to RAY_ADDRESS, else start a local cluster."""
     import ray
 
     if ray.is_initialized():
         return
-    if not os.environ.get("RAY_ADDRESS"):
-        for key, value in LOCAL_CLUSTER_ENV.items():
-            os.environ.setdefault(key, value)  # the cluster's processes inherit them
-        from ray._private import ray_constants
-
-        # Ray computed this constant from the variable when it was imported: set it for this process too.
-        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
+    local = {} if os.environ.get("RAY_ADDRESS") else loopback_only()
     env = worker_env(spec)
     # Ray Train's controller reads this in the driver's process tree too.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])
@@ -84,11 +90,7 @@ def connect(spec: Spec) -> None:
     # when the pre-flight connects, before the console view captures the libraries' output; warnings do.
     kwargs: dict = {"runtime_env": runtime_env(spec), "log_to_driver": False, "logging_level": logging.WARNING}
     if not os.environ.get("RAY_ADDRESS"):
-        kwargs.update(
-            num_cpus=spec.ray.num_cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-        )
+        kwargs.update(local, num_cpus=spec.ray.num_cpus, include_dashboard=False)
     from growthpace.jobs.progress import held_output
 
     with held_output():  # Ray's start-up output (its token-auth notice) goes to the study's log
