@@ -162,7 +162,9 @@ def check(spec: Path = typer.Argument(..., help="study spec (YAML)")) -> None:
     rows = ability_rows(study)
     from rich.table import Table
 
-    table = Table(title=f"{s.name}: {len(rows)} abilities, {len(study.cells)} cells "
+    ood = len(rows) - len(s.ability_names)
+    table = Table(title=f"{s.name}: {len(s.ability_names)} abilities{f', {ood} OOD set' + 's' * (ood > 1) if ood else ''}, "
+                        f"{len(study.cells)} cells "
                         f"({'declared' if s.declared else 'the DoIT preset'})")
     for c in ("ability", "declared kind", "items scored as", "output", "baseline", "formulation", "train items",
               "eval items"):

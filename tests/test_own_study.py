@@ -24,9 +24,11 @@ EXAMPLE = REPO / "experiments" / "example-own-study.yaml"
 
 
 def write_study(folder: Path, abilities: list[tuple[str, str]], *, per_source: int = 8, test: int = 3,
-                sources=("human", "gpt4o"), volumes=None, extra_data: dict | None = None, **spec_extra) -> Path:
+                sources=("human", "gpt4o"), volumes=None, extra_data: dict | None = None,
+                ood: list[tuple[str, str]] = (), **spec_extra) -> Path:
     """A tiny declared study: per ability ``per_source`` train items in each source, ``test`` valid and
-    test items; kinds choice / true_false / math / perplexity / cloze as declared."""
+    test items; kinds choice / true_false / math / perplexity / cloze as declared. ``ood``: declared
+    OOD sets (name, kind) of ``test`` items each, in ood/<name>.jsonl."""
 
     def item(name: str, kind: str, i: int, tag: str) -> dict:
         if kind == "choice":
@@ -52,9 +54,14 @@ def write_study(folder: Path, abilities: list[tuple[str, str]], *, per_source: i
     for split in ("valid", "test"):
         rows = [{"id": f"{split}-{a}-{i}", "ability": a, **item(a, k, i, split)} for a, k in abilities for i in range(test)]
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, kind in ood:
+        (data / "ood").mkdir(parents=True, exist_ok=True)
+        (data / "ood" / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": f"ood-{i}", **item(name, kind, i, "ood")}) + "\n" for i in range(test)))
     spec = {
         "name": "own", "storage": str(folder / "store"),
         "abilities": [{"name": a, "kind": k} for a, k in abilities],
+        **({"ood": [{"name": n, "kind": k, "file": f"ood/{n}.jsonl"} for n, k in ood]} if ood else {}),
         "models": [{"name": "llama-nano", "size": "s", "resources": {"cpus_per_worker": 0.5, "driver_cpus": 0.25}}],
         "data": {"root": str(data), "layout": "messages", "ability_field": "ability", "valid": "valid.jsonl",
                  "test": "test.jsonl",
@@ -62,7 +69,7 @@ def write_study(folder: Path, abilities: list[tuple[str, str]], *, per_source: i
                              for s in sources],
                  "volumes": [len(abilities), 2 * len(abilities)], **(extra_data or {})},
         "training": {"epochs": 1, "per_device_batch": 8, "max_length": 64, "lr": 3e-3, "end_lr": 3e-4},
-        "evaluation": {"ood": False, "warmup_epochs": 0, "max_new_tokens": {"math": 8, "cloze": 4}},
+        "evaluation": {"ood": bool(ood), "warmup_epochs": 0, "max_new_tokens": {"math": 8, "cloze": 4}},
         **spec_extra,
     }
     path = folder / "spec.yaml"
@@ -254,7 +261,8 @@ def test_report_follows_the_declaration(tmp_path):
     index = report.write_report(scores, tmp_path / "report", "own", lambda e: 0, spec=spec, storage=tmp_path)
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["declaration"] == {"abilities": names, "primary": "human",
-                                      "pairs": [["human", "gpt4o"], ["human", "pool"], ["gpt4o", "pool"]]}
+                                      "pairs": [["human", "gpt4o"], ["human", "pool"], ["gpt4o", "pool"]], "ood": []}
+    assert not (tmp_path / "report" / "ood.png").exists()  # no OOD set declared: no panel of DoIT's subjects
     assert {(g["a"], g["b"]) for g in summary["source_gap"]} == {("human", "gpt4o"), ("human", "pool"), ("gpt4o", "pool")}
     assert {r["source"] for r in summary["measured"]} == {"human", "gpt4o", "pool"}
     assert {a["ability"] for a in summary["abilities"]} == set(names)
@@ -302,3 +310,40 @@ def test_declared_abilities_over_the_doit_folder_layout(tmp_path):
 
     assert {question_kind(r) for r in study.eval_sets[("test", "arithmetic")]} == {"math"}
     assert {question_kind(r) for r in study.eval_sets[("valid", "translation")]} == {"cloze"}
+
+
+def test_declared_ood_sets_are_scored_under_their_declaration(tmp_path):
+    from growthpace.platform.data.dataset import load_eval_sets
+
+    spec = load_spec(write_study(tmp_path, [("adding", "math"), ("quiz", "choice")], ood=[("far_quiz", "true_false")]))
+    assert spec.ood_subjects == ("far_quiz",)
+    sets = load_eval_sets(spec)
+    far = sets[("ood", "far_quiz")]
+    assert len(far) == 3 and {r.type for r in far} == {"far_quiz"} and {r.kind for r in far} == {"true_false"}
+    assert {r.baseline for r in far} == {None} and ("test", "far_quiz") not in sets
+    # the example study ships one, scored as a choice question
+    example = load_spec(EXAMPLE)
+    assert example.ood_subjects == ("larger_number",) and example.ability("larger_number").kind == "choice"
+    assert {r.kind for r in load_eval_sets(example)[("ood", "larger_number")]} == {"choice"}
+
+
+def test_declared_ood_sets_are_refused_when_they_cannot_mean_one_thing(tmp_path):
+    from growthpace.platform.data.dataset import load_eval_sets
+
+    path = write_study(tmp_path, [("adding", "math")], ood=[("Adding", "choice")])
+    with pytest.raises(SpecError, match=r"ood\[0\]\.name.*'Adding' and 'adding'"):
+        load_spec(path)
+    raw = yaml.safe_load(path.read_text())
+    raw["ood"] = [{"name": "far", "kind": "choice", "file": "ood/nowhere.jsonl"}]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DataError, match=r"nowhere.jsonl: no such data file \(field 'ood\[0\]\.file'\)"):
+        load_eval_sets(load_spec(path))
+    raw["ood"] = [{"name": "far", "kind": "perplexity", "file": "ood/Adding.jsonl"}]  # choice items: no candidates
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DataError, match=r"Adding.jsonl:1: field '.*'.*kind perplexity"):
+        load_eval_sets(load_spec(path))
+    doit = yaml.safe_load((REPO / "experiments" / "local.yaml").read_text())
+    doit["ood"] = [{"name": "far", "kind": "choice", "file": "x.jsonl"}]
+    (tmp_path / "doit.yaml").write_text(yaml.safe_dump(doit))
+    with pytest.raises(SpecError, match=r"doit.yaml: field 'ood': out-of-domain sets are declared with the study's abilities"):
+        load_spec(tmp_path / "doit.yaml")

@@ -16,21 +16,28 @@ from tests.test_own_study import write_study
 pytestmark = pytest.mark.integration
 
 
-def _run(tmp_path, abilities, sources):
+def _run(tmp_path, abilities, sources, ood=()):
     from growthpace.jobs.run import run_study
 
-    spec = load_spec(write_study(tmp_path, abilities, per_source=4, test=2, sources=sources))
+    spec = load_spec(write_study(tmp_path, abilities, per_source=4, test=2, sources=sources, ood=ood))
     index = run_study(spec)
     layout = Layout.for_spec(spec)
     return spec, layout, pl.read_parquet(layout.scores), json.loads((layout.report / "summary.json").read_text()), index
 
 
 def test_one_ability_runs(ray_cluster, tmp_path):
-    spec, layout, scores, summary, index = _run(tmp_path, [("only", "true_false")], ("human",))
-    assert scores["ability"].unique().to_list() == ["only"] and set(scores["split"]) == {"valid", "test"}
+    spec, layout, scores, summary, index = _run(tmp_path, [("only", "true_false")], ("human",),
+                                                ood=[("elsewhere", "choice")])
+    assert sorted(scores["ability"].unique().to_list()) == ["elsewhere", "only"]
+    assert set(scores["split"]) == {"valid", "test", "ood"}
+    assert scores.filter(pl.col("split") == "ood")["ability"].unique().to_list() == ["elsewhere"]
     assert scores["source"].unique().to_list() == ["human"] and scores["cell_id"].n_unique() == 2
-    assert scores["expected"].unique().to_list() == [50.0]  # the true/false kind's baseline
+    assert dict(scores.group_by("ability").agg(pl.col("expected").first()).iter_rows()) == {"only": 50.0, "elsewhere": 25.0}
     assert summary["declaration"]["abilities"] == ["only"] and "only" in open(index).read()
+    # the declared OOD set is what transfer is measured on, against the untuned base (volume 0)
+    assert summary["declaration"]["ood"] == ["elsewhere"] and (layout.report / "ood.png").is_file()
+    rows = summary["ood_change"]["rows"]
+    assert rows and all(r["subjects"] == ["elsewhere"] and r["base"] is not None for r in rows)
 
 
 def test_thirty_abilities_and_two_sources_run_and_mlflow_names_them(ray_cluster, tmp_path):

@@ -8,7 +8,8 @@ the ability in the field `skill`:
     review_sentiment  true_false  "Is this review positive? ..."          -> T / F
     spelling          perplexity  the correctly spelled word ranked against two misspellings
 
-Two sources of training items: `human` (terse, as a person writes them) and `paraphrased` (the same tasks
+One out-of-domain set, never trained: `larger_number` (a choice question of another subject, in
+ood/larger_number.jsonl). Two sources of training items: `human` (terse, as a person writes them) and `paraphrased` (the same tasks
 reworded at length, as a generator would). Valid and test items are shared by both sources.
 
     python experiments/own-study/make_data.py [OUT]    # default: experiments/own-study/data
@@ -95,6 +96,14 @@ def spelling(rng: random.Random, wordy: bool) -> dict:
     return {"messages": chat(q, word), "choices": [word, *sorted(wrong)]}
 
 
+def larger_number(rng: random.Random) -> dict:
+    """The out-of-domain set: never trained, put as the choice items are (options A-D, a letter back)."""
+    options = rng.sample(range(10, 1000), 4)
+    letter = "ABCD"[options.index(max(options))]
+    lines = "\n".join(f"{l}. {o}" for l, o in zip("ABCD", options))
+    return {"messages": chat(f"Which number is the largest?\n{lines}", letter)}
+
+
 SKILLS = {"unit_conversion": unit_conversion, "capital_cities": capital_cities,
           "review_sentiment": review_sentiment, "spelling": spelling}
 
@@ -115,6 +124,8 @@ def make(out: Path, *, train: int = 120, valid: int = 12, test: int = 30, seed: 
     for split, n in (("valid", valid), ("test", test)):
         write(out / f"{split}.jsonl", [{"id": f"{split}-{skill}-{i}", "skill": skill, **make_item(rng, False)}
                                        for skill, make_item in SKILLS.items() for i in range(n)])
+    ood = random.Random(seed + 1)  # its own stream: the files above stay as they were
+    write(out / "ood" / "larger_number.jsonl", [{"id": f"ood-{i}", **larger_number(ood)} for i in range(test)])
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ def declaration(spec) -> dict:
     """What the analysis takes from the spec's declaration (DoIT's without a spec)."""
     if spec is None:
         return {}
-    return {"abilities": spec.ability_names, "primary": spec.data.primary_source, "source_pairs": spec.source_pairs}
+    return {"abilities": spec.ability_names, "primary": spec.data.primary_source, "source_pairs": spec.source_pairs,
+            "ood_sets": spec.ood_subjects if spec.evaluation.ood else ()}
 
 
 # --------------------------------------------------------------------------------------------------

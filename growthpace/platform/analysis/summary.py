@@ -15,7 +15,7 @@ import polars as pl
 from growthpace.platform.analysis import decisions
 from growthpace.platform.analysis import growth
 from growthpace.platform.analysis import transfer
-from growthpace.platform.core.abilities import ABILITIES
+from growthpace.platform.core.abilities import ABILITIES, OOD_SUBJECTS
 from growthpace.platform.core.redaction import redact
 
 
@@ -30,7 +30,8 @@ def analyse(selected: pl.DataFrame, settings, *, params: dict[str, float], verdi
             budget: int | None = None, size: str | None = None, name: str | None = None,
             cell_costs: dict[str, dict] | None = None, base: pl.DataFrame | None = None,
             size_from: str = "field 'analysis.recommend_size'", abilities: tuple[str, ...] = ABILITIES,
-            primary: str = "curated", source_pairs: list[tuple[str, str]] | tuple = decisions.DOIT_PAIRS):
+            primary: str = "curated", source_pairs: list[tuple[str, str]] | tuple = decisions.DOIT_PAIRS,
+            ood_sets: tuple[str, ...] = OOD_SUBJECTS):
     """Everything the report shows, as (summary, measured, fits, recommendation).
 
     base: the untuned bases' rows, shaped as ``selected``'s (source "base", volume 0; their verdicts in
@@ -39,7 +40,7 @@ def analyse(selected: pl.DataFrame, settings, *, params: dict[str, float], verdi
     cell_costs: cell_id -> {gpu_hours, core_hours, basis} (jobs/report.py: measured or planned); every
     comparison and the recommendation carry the cost of the cells behind them.
     abilities, primary, source_pairs: the spec's declaration (DoIT's by default): the abilities in their
-    order, the source whose curves are fitted, the pairs of sources compared."""
+    order, the source whose curves are fitted, the pairs of sources compared, the OOD sets in order."""
     sizes = list(dict.fromkeys(selected.sort("size")["size"].to_list()))
     # size_from: what the user set when ``size`` is given (recommend's --size), for the error below
     size_from = size_from if size else "field 'analysis.recommend_size'"
@@ -81,7 +82,8 @@ def analyse(selected: pl.DataFrame, settings, *, params: dict[str, float], verdi
     summary = {
         "settings": redact(settings.model_dump(mode="json")),
         # what the study declared: the abilities in order, the fitted source, the compared pairs
-        "declaration": {"abilities": list(abilities), "primary": primary, "pairs": [list(p) for p in source_pairs]},
+        "declaration": {"abilities": list(abilities), "primary": primary, "pairs": [list(p) for p in source_pairs],
+                        "ood": list(ood_sets)},
         "model": ("score(v) = a + (c - a) * sigmoid(k * (log2 v - m)); start a held at the random baseline unless "
                   "the data show otherwise; see docs/analysis.md"),
         "bootstrap": {
@@ -130,7 +132,7 @@ def _excludes(ci: dict, level: float) -> str | None:
 def _study(summary: dict) -> dict:
     """The summary's declaration; a summary from before declarations is DoIT's."""
     return summary.get("declaration") or {"abilities": list(ABILITIES), "primary": "curated",
-                                     "pairs": [list(p) for p in decisions.DOIT_PAIRS]}
+                                     "pairs": [list(p) for p in decisions.DOIT_PAIRS], "ood": list(OOD_SUBJECTS)}
 
 
 def _in_order(abilities: list[str]):

@@ -14,6 +14,7 @@ from growthpace.platform.core.items import KINDS
 from growthpace.platform.core.formulation import CHOICE_TARGETS, FORMULATIONS
 from growthpace.platform.core.abilities import WORLD
 from growthpace.platform.core.paths import SAFE_NAME, PathError, object_store_uri
+from growthpace.platform.core.presets import PRESETS
 
 
 def _not_dots(v: str) -> str:
@@ -168,11 +169,23 @@ class ModelSpec(_Strict):
     )
     training: ModelTraining = ModelTraining()
     pretrain: Pretrain | None = Field(None, description="pre-train the base on a text corpus before the cells")
+    chat: Literal["study", "template"] = Field(
+        "study", description="the chat format cells train and are scored in: 'study' adds the study's tokens "
+        "(<user> <assistant> <eot>, embeddings grown); 'template' uses the tokenizer's own chat template, no token "
+        "added (an HF model's only)")
 
     @field_validator("sources")
     @classmethod
     def _sources(cls, v: list[str] | None) -> list[str] | None:
         return v if v is None else _unique(v, "sources")
+
+    @field_validator("chat")
+    @classmethod
+    def _template_needs_an_hf_model(cls, v: str, info) -> str:
+        if v == "template" and info.data.get("name") in PRESETS:
+            raise ValueError(f"preset {info.data['name']!r} has no chat template (its tokenizer is trained by the "
+                             "project, with the study's tokens): use chat: study, or an HF model that has one")
+        return v
 
     @model_validator(mode="after")
     def _pretrain_batch_splits(self) -> "ModelSpec":
@@ -277,6 +290,14 @@ class AbilitySpec(_Strict):
         "evaluation.formulation")
 
     _safe_name = field_validator("name")(_not_dots)
+
+
+class OodSetSpec(AbilitySpec):
+    """A declared out-of-domain set: items of an ability the study never trains, scored on every
+    checkpoint like a test split, whose change with instruction data is finding (iii)'s transfer."""
+
+    file: str = Field(min_length=1, description="its items, a file under data.root in the study's layout "
+                      "(messages: chat JSONL, every line of this set; doit: a DoIT JSON list)")
 
 
 class SourceSpec(_Strict):
@@ -578,6 +599,10 @@ class Spec(_Strict):
         description="the study's abilities and how each is scored; absent: the DoIT preset (its ten abilities, "
         "kinds from each item's type and gold)")
 
+    ood: list[OodSetSpec] = Field(
+        [], max_length=MAX_ABILITIES,
+        description="a declared study's out-of-domain sets (DoIT's preset has its three exam subjects)")
+
     _safe_name = field_validator("name")(_not_dots)
     models: list[ModelSpec] = Field(min_length=1)
     data: DataSpec
@@ -619,8 +644,8 @@ class Spec(_Strict):
 
     @property
     def ood_subjects(self) -> tuple[str, ...]:
-        """Out-of-domain sets: DoIT's three subjects; a declared study has none yet."""
-        return OOD_SUBJECTS if self.abilities is None else ()
+        """Out-of-domain sets: DoIT's three subjects, or the declared study's `ood` sets."""
+        return OOD_SUBJECTS if self.abilities is None else tuple(o.name for o in self.ood)
 
     @property
     def source_pairs(self) -> list[tuple[str, str]]:
@@ -634,8 +659,8 @@ class Spec(_Strict):
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
 
     def ability(self, name: str) -> AbilitySpec | None:
-        """A declared ability; None for the DoIT preset (its kinds follow items.question_kind's rule)."""
-        return next((a for a in self.abilities or [] if a.name == name), None)
+        """A declared ability or OOD set; None for the DoIT preset (its kinds follow items.question_kind's rule)."""
+        return next((a for a in [*(self.abilities or []), *self.ood] if a.name == name), None)
 
     @field_validator("storage")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from growthpace.platform.core.formulation import FormulationError, formulate, split_name, with_choice_target
@@ -12,7 +12,8 @@ from growthpace.platform.core.allocation import Pool, card
 from growthpace.platform.core.items import DataError, Record
 from growthpace.platform.data.corpus import corpus_digests
 from growthpace.platform.data.records import (curated_path, declare, jsonl_files, ood_path, read_messages, read_ood,
-                                               read_split, read_synthetic, synthetic_path, write_records)
+                                               read_records, read_split, read_synthetic, synthetic_path,
+                                               write_records)
 from growthpace.platform.core.abilities import ABILITIES
 from growthpace.platform.core.identity import stable_hash
 from growthpace.platform.core.spec import Spec, SpecError
@@ -144,6 +145,19 @@ def declared_eval_sets(spec: Spec) -> dict[tuple[str, str], tuple[Path, list[Rec
     return read
 
 
+def declared_ood_set(spec: Spec, i: int) -> tuple[Path, list[Record]]:
+    """The i-th declared OOD set (spec `ood:`): every item of its file is the set's, under its declaration."""
+    o = spec.ood[i]
+    path = spec.data_root / o.file
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file (field 'ood[{i}].file')")
+    if spec.data.layout == "messages":
+        return path, read_messages(path, abilities=(o.name,), ability_field=None, ability=o.name,
+                                   scoring={o.name: (o.kind, o.baseline)})
+    records = read_records(path, eval_split=True, types=None)
+    return path, [declare(replace(r, type=o.name), o.kind, o.baseline, f"{path} (item {r.idx})") for r in records]
+
+
 def load_eval_sets(spec: Spec) -> dict[tuple[str, str], list[Record]]:
     """(split, ability or OOD subject) -> items, for every set the spec scores, in every formulation
     it lists (evaluation.formulation): the primary's under the split's own name, each other one's
@@ -155,7 +169,10 @@ def load_eval_sets(spec: Spec) -> dict[tuple[str, str], list[Record]]:
         for split in spec.evaluation.splits:
             for ability, records in read_split(spec.data_root, split).items():
                 read[(split, ability)] = (curated_path(spec.data_root, split, ability), records)
-    if spec.evaluation.ood:
+    if spec.evaluation.ood and spec.declared:
+        for i, o in enumerate(spec.ood):
+            read[("ood", o.name)] = declared_ood_set(spec, i)
+    elif spec.evaluation.ood:
         for subject, records in read_ood(spec.data_root, spec.ood_subjects).items():
             read[("ood", subject)] = (ood_path(spec.data_root, subject), records)
     formulations = spec.evaluation.formulation
@@ -202,7 +219,7 @@ def write_cell_data(layout: Layout, cell, dataset: Dataset) -> dict:
 def write_cell_tokens(layout: Layout, cell, tokenizer) -> StoragePath:
     """Tokenize a cell's items once, with its base model's tokenizer and the cell's max_length, so no
     rank of any trial tokenizes them again; written once, next to the cell's items."""
-    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.chat import framing_for
     from growthpace.platform.data.records import read_records
     from growthpace.platform.store.storage import localize
 
@@ -211,7 +228,7 @@ def write_cell_tokens(layout: Layout, cell, tokenizer) -> StoragePath:
         return path
     # the cell's own file, written by write_cell_data: any ability name it holds was checked on the way in
     records = read_records(localize(layout.cell_data(cell.cell_id)), eval_split=False, types=None)
-    examples = ChatEncoder(tokenizer).examples([r.messages for r in records], cell.training["max_length"])
+    examples = framing_for(tokenizer).examples([r.messages for r in records], cell.training["max_length"])
     write_bytes(path, tokens_bytes(examples))
     return path
 

@@ -331,7 +331,8 @@ def declare(record: Record, kind: str, baseline: float | None, where: str) -> Re
 
 
 def read_messages(path: Path, *, abilities: tuple[str, ...], ability_field: str | None,
-                  labeled: bool = True, scoring: dict[str, tuple[str, float | None]] | None = None) -> list[Record]:
+                  labeled: bool = True, scoring: dict[str, tuple[str, float | None]] | None = None,
+                  ability: str | None = None) -> list[Record]:
     """The items of one chat-JSONL file: ``{"messages": [{"role", "content"}, ...], ...}`` per line, the
     last turn the assistant's gold. The ability is the line's ``ability_field`` or, without one, the
     file's name (``arithmetic.jsonl``). Optional fields: ``id`` (default the line number), ``choices``
@@ -339,10 +340,12 @@ def read_messages(path: Path, *, abilities: tuple[str, ...], ability_field: str 
     ``answer`` (a math item's final answer), ``kind`` (an ability declared ``per_item``). Unlabeled
     (an unlabeled pool): a line without the ability field, or naming no declared ability, is
     'synthetic'. ``scoring`` (evaluation items): ability -> (kind, baseline), applied by ``declare``.
-    Errors name file:line and the field."""
+    ``ability``: every line is this ability's (a declared OOD set's file). Errors name file:line and the field."""
     records: list[Record] = []
     seen: dict[str, int] = {}
-    from_file = path.stem if ability_field is None else None
+    if ability is not None:
+        ability_field = None
+    from_file = ability or (path.stem if ability_field is None else None)
     for n, where, obj in json_lines(path.read_bytes(), path):
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")

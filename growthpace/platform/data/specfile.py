@@ -148,6 +148,15 @@ def _declaration(spec: Spec) -> list[tuple[str, str]]:
             if n not in SOURCES:
                 out.append((f"data.sources[{i}]", f"the doit layout has the sources {', '.join(SOURCES)}; got {n!r} "
                                                   "(named sources with their own files: data.layout: messages)"))
+    if spec.ood and not spec.declared:
+        out.append(("ood", "out-of-domain sets are declared with the study's abilities (top-level `abilities:`); "
+                           "the DoIT preset scores its own three subjects"))
+    lower = {a.lower(): a for a in names}
+    for i, o in enumerate(spec.ood):
+        twin = lower.get(o.name.lower()) or next((p.name for p in spec.ood[:i] if p.name.lower() == o.name.lower()), None)
+        if twin is not None:
+            out.append((f"ood[{i}].name", f"{o.name!r} and {twin!r} name one set (abilities and OOD sets share tables, "
+                                          "metric names and file names, case-insensitively)"))
     for i, pair in enumerate(d.compare or []):
         bad = [p for p in pair if p not in d.source_names]
         if bad or pair[0] == pair[1]:

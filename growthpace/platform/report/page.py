@@ -470,5 +470,6 @@ def render(summary: dict, study: str, selected: pl.DataFrame) -> str:
     return "\n".join([
         _head(s, study), _pace(s), _sources(s), _ood(s), _extrapolation(s),
         _holdout(s, conf), _decisions(s, conf), _paired(s), _recommendation(s), _formulations(s), _benchmarks(s),
-        block("selected", table=selected_table(selected, [*s.get("declaration", {}).get("abilities", ABILITIES), *OOD_SUBJECTS])),
+        block("selected", table=selected_table(selected, [*s.get("declaration", {}).get("abilities", ABILITIES),
+                                                          *s.get("declaration", {}).get("ood", OOD_SUBJECTS)])),
     ]) + "\n"

@@ -129,14 +129,15 @@ def plot_sources(measured: growth.Measured, sizes: list[str], out: Path,
     _finish(plt, fig, axes, out, f"{named}: test score (%) vs items (log), 95% bands; dashed grey = random baseline")
 
 
-def plot_ood(measured: growth.Measured, transfer: dict, sizes: list[str], out: Path) -> None:
-    """OOD subjects against volume, and OOD mean against in-domain mean (the transfer panel)."""
-    plt, fig, axes = _panels(len(OOD_SUBJECTS) + 1, cols=4)
+def plot_ood(measured: growth.Measured, transfer: dict, sizes: list[str], out: Path,
+             subjects: list[str] = list(OOD_SUBJECTS)) -> None:
+    """OOD sets against volume, and OOD mean against in-domain mean (the transfer panel)."""
+    plt, fig, axes = _panels(len(subjects) + 1, cols=4)
     colors = _colors(sizes)
     rows = measured.rows.filter((pl.col("mix") == "") & (pl.col("split") == "ood"))
-    for i, (ax, subject) in enumerate(zip(axes, OOD_SUBJECTS)):
+    for i, (ax, subject) in enumerate(zip(axes, subjects)):
         _by_source(ax, rows.filter(pl.col("ability") == subject), subject, sizes, colors, legend=i == 0)
-    ax = axes[len(OOD_SUBJECTS)]
+    ax = axes[len(subjects)]
     for r in transfer["rows"]:
         marker = {"curated": "o", "synthetic": "s"}.get(r["source"], "^")
         ax.errorbar(r["in_domain"]["value"], r["ood"]["value"], fmt=marker, color=colors.get(r["size"], "k"),
@@ -198,7 +199,9 @@ def draw(summary: dict, measured: growth.Measured, fits, rec: growth.Recommendat
     sources += [x for x in ("curated", "synthetic") if not study.get("pairs") and x not in sources]
     plot_growth(measured, fits, classes, sizes, folder / "abilities.png", study["abilities"], study["primary"])
     plot_sources(measured, sizes, folder / "sources.png", study["abilities"], sources)
-    plot_ood(measured, summary["transfer"], sizes, folder / "ood.png")
+    ood = study.get("ood", list(OOD_SUBJECTS))
+    if ood:
+        plot_ood(measured, summary["transfer"], sizes, folder / "ood.png", ood)
     if summary["size_holdout"]["rows"]:
         plot_holdout(summary["size_holdout"], folder / "holdout.png")
     if rec is not None:
