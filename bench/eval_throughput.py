@@ -223,9 +223,9 @@ def kinds(records: list[Record]) -> str:
 def prompt_tokens(model_dir: Path, records: list[Record]) -> str:
     from transformers import AutoTokenizer
 
-    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.chat import framing_for
 
-    enc = ChatEncoder(AutoTokenizer.from_pretrained(model_dir))
+    enc = framing_for(AutoTokenizer.from_pretrained(model_dir))
     lengths = sorted(len(enc.prompt(r.prompt)) for r in records)
     return f"prompt tokens: mean {sum(lengths) / len(lengths):.0f}, median {lengths[len(lengths) // 2]}, max {lengths[-1]}"
 

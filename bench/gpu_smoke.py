@@ -131,11 +131,11 @@ def _train_save_reload(base: Path, train, a, out: Path, device) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.chat import framing_for
     from growthpace.platform.train.packing import collate
     from growthpace.platform.train.train import RESUME_STATE, CellTraining
 
-    examples = ChatEncoder(AutoTokenizer.from_pretrained(base)).examples([r.messages for r in train], a.max_length)
+    examples = framing_for(AutoTokenizer.from_pretrained(base)).examples([r.messages for r in train], a.max_length)
     config = {"base_model": str(base), "epochs": a.epochs, "seed": 0, "lr": 1e-5, "end_lr": 1e-6,
               "betas": [0.9, 0.95], "weight_decay": 0.1, "per_device_batch": a.micro, "grad_accum": 1,
               "precision": "bf16", "zero_stage": 3, "packing": True}

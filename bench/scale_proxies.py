@@ -123,7 +123,7 @@ def measured_padding(examples, packed: bool) -> float:
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
-    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.chat import framing_for
     from growthpace.platform.data.dataset import base_tokenizer, tokens_bytes
     from growthpace.platform.train.models import ensure_base_model, param_count
     from growthpace.platform.store.storage import Layout
@@ -134,7 +134,7 @@ def main() -> None:
         tmp = Path(d)
         base = Path(ensure_base_model(Layout(tmp / "store"), str(real_model_dir()), None, None, 0))
         params = param_count(str(base))
-        enc = ChatEncoder(base_tokenizer(base))
+        enc = framing_for(base_tokenizer(base))
         records = items(tmp, 200)
         cell = enc.examples([r.messages for r in records[:8]], 128)
         (tmp / "tokens.npz").write_bytes(tokens_bytes(cell))

@@ -38,27 +38,45 @@ def tokenizer(real_model):
 
 class Echo:
     """A backend whose every answer is a function of its own request alone: a response found beside
-    another request's arguments means the adapter dropped or reordered something."""
+    another request's arguments means the adapter dropped or reordered something. A one-token read
+    (``generate`` watching ids) gives each watched id the log-prob ``ll`` gives it as a continuation, and
+    writes the largest watched id: so of one prompt's one-token choices, the largest is the greedy one."""
 
     max_length = 512
 
     def __init__(self, drop: bool = False):
         self.drop = drop
+        self.calls: list[tuple[str, int]] = []
 
     @staticmethod
     def ll(prompt, cont):
-        return (-float(sum(prompt) % 997 + 1000 * len(cont)), len(prompt) % 2 == 0)
+        # the continuation's own ids count too: two choices of one prompt swapped would show
+        return (-float(sum(prompt) % 997 + 1000 * len(cont) + sum(cont) % 89 / 100), len(prompt) % 2 == 0)
 
     @staticmethod
     def tokens(prompt):
         return [t for t in prompt[-3:]]
 
     def loglikelihood(self, requests):
+        self.calls.append(("loglikelihood", len(requests)))
         out = [self.ll(c.prompt, c.continuation) for c in requests]
         return out[:-1] if self.drop else out
 
     def generate(self, requests):
-        return [Reply(self.tokens(g.prompt), ()) for g in requests]
+        self.calls.append(("generate", len(requests)))
+        out = [Reply([max(g.letter_ids)] if g.letter_ids else self.tokens(g.prompt),
+                     tuple(self.ll(g.prompt, [t])[0] for t in g.letter_ids)) for g in requests]
+        return out[:-1] if self.drop else out
+
+
+def echoed(tok, args, choices):
+    """What Echo answers to a loglikelihood request of ``args`` whose document's choices are ``choices``
+    (every request of that document: the same prompt)."""
+    c = tok.cut(*tok.pair(*args))
+    if len(c.continuation) > 1:
+        return Echo.ll(c.prompt, c.continuation)
+    ones = [tok.pair(*a)[1] for a in choices]
+    return Echo.ll(c.prompt, c.continuation)[0], c.continuation[0] == max(x[0] for x in ones if len(x) == 1)
 
 
 def test_every_response_belongs_to_its_own_request(loaded, tokenizer):
@@ -71,14 +89,49 @@ def test_every_response_belongs_to_its_own_request(loaded, tokenizer):
         for s in results[name].samples:
             for args, resps in zip(s["arguments"], s["resps"], strict=True):
                 if name == "growthpace_facts":
-                    c = tok.cut(*tok.pair(*args))
-                    assert tuple(resps[0]) == Echo.ll(c.prompt, c.continuation)
+                    assert tuple(resps[0]) == echoed(tok, args, s["arguments"])
                 else:
                     prompt = tok.encode(args[0])[-(Echo.max_length - 12):]
                     text = tokenizer.decode(Echo.tokens(prompt), skip_special_tokens=True)
                     assert resps[0] == text.split("\n")[0].split("Question:")[0]
                 checked += 1
     assert checked == 6 * 4 + 6  # 6 docs x 4 choices, 6 generations
+
+
+def test_one_token_choices_of_a_document_take_one_pass(tokenizer):
+    """As HFLM's logits cache: every one-token choice of a document from one request of its prompt; the
+    one choice of more tokens ("twenty-four") as a loglikelihood request of its own."""
+    facts = L.load_tasks(bench(tasks=["growthpace_facts"], limit=None))
+    echo = Echo()
+    results, _ = L.run(facts, L.backend_lm(echo, tokenizer, Echo.max_length))
+    assert echo.calls == [("generate", 16), ("loglikelihood", 1)]  # 16 docs x 4 choices, one of two tokens
+    tok = L._Tokens(tokenizer, Echo.max_length)
+    samples = results["growthpace_facts"].samples
+    got = [tuple(r[0]) for s in samples for r in s["resps"]]
+    assert got == [echoed(tok, a, s["arguments"]) for s in samples for a in s["arguments"]]
+    assert 0 < sum(greedy for _, greedy in got) < len(got)
+
+
+def test_more_one_token_choices_than_a_request_watches_are_split():
+    """A prompt with more one-token choices than MAX_WATCHED takes several requests of that prompt; the
+    answers come back in request order, whatever the mix of prompts and lengths."""
+    from growthpace.evaluators.requests import MAX_WATCHED, Continuation
+
+    many = [Continuation(0, [5, 6, 7], [100 + k]) for k in range(MAX_WATCHED + 2)]
+    other = [Continuation(0, [5, 6], [300]), Continuation(0, [5, 6], [301, 302]), Continuation(0, [5, 6], [300])]
+    requests = [r for pair in zip(many, other + many[: len(many) - len(other)]) for r in pair]
+    echo = Echo()
+    got = L.loglikelihoods(echo, requests)
+    assert echo.calls == [("generate", 3), ("loglikelihood", 1)]
+    for r, (lp, greedy) in zip(requests, got, strict=True):
+        assert lp == Echo.ll(r.prompt, r.continuation)[0]
+        if len(r.continuation) > 1:
+            assert greedy == Echo.ll(r.prompt, r.continuation)[1]
+        elif tuple(r.prompt) == (5, 6):
+            assert greedy
+        else:
+            chunk_top = 100 + MAX_WATCHED - 1 if r.continuation[0] < 100 + MAX_WATCHED else 100 + MAX_WATCHED + 1  # its chunk's largest id
+            assert greedy == (r.continuation[0] == chunk_top)
 
 
 def test_a_dropped_response_is_an_error_not_a_shifted_score(loaded, tokenizer):

@@ -45,6 +45,24 @@ def test_summed_loglikelihood_and_greedy_flag_parity(backends):
     assert [g for _, g in a] == [g for _, g in b] and a[1][1] is True
 
 
+def test_one_token_reads_equal_loglikelihood_requests(backends):
+    """lm-eval's one-token continuations of one prompt read from one pass of it (evaluators/lm_eval_tasks.py
+    loglikelihoods, through Backend.generate) give what one loglikelihood request each gives, on both
+    engines: more choices than one request watches, the greedy token among them, one longer continuation."""
+    from growthpace.evaluators.lm_eval_tasks import loglikelihoods
+    from growthpace.evaluators.requests import MAX_WATCHED
+
+    v, t = backends
+    prompt = v.enc.prompt((("user", "Which organ pumps blood?"),))
+    first = t.generate([Generation(0, prompt, 1, True, "", ())])[0].tokens[0]
+    ids = [first] + [i for i in range(40, 40 + MAX_WATCHED + 2) if i != first]
+    requests = [Continuation(0, prompt, [i]) for i in ids] + [Continuation(0, prompt, v.enc.text("the heart"))]
+    for backend in (v, t):
+        got, want = loglikelihoods(backend, requests), backend.loglikelihood(requests)
+        assert [x for x, _ in got] == pytest.approx([x for x, _ in want], abs=1e-4), backend.name
+        assert [g for _, g in got] == [g for _, g in want] and got[0][1] is True, backend.name
+
+
 def test_same_verdict_on_every_item(backends, small_data):
     v, t = backends
     items = [r for rs in read_split(small_data, "test").values() for r in rs]

@@ -15,12 +15,12 @@ from typing import Protocol, Sequence
 from growthpace.evaluators.requests import Continuation, Generation, Reply, RequestPlan, plan_requests
 from growthpace.evaluators.scoring import Prediction
 from growthpace.platform.core.items import Record
-from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.data.chat import Framing
 
 
 class Backend(Protocol):
     name: str  # recorded with every prediction row
-    enc: ChatEncoder  # the checkpoint's chat framing: prompts are planned with it
+    enc: Framing  # the checkpoint's chat framing: prompts are planned with it
     max_length: int  # prompt + reply tokens the engine holds
 
     def generate(self, requests: Sequence[Generation]) -> list[Reply]:

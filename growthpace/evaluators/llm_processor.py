@@ -26,7 +26,7 @@ from growthpace.evaluators.requests import Continuation, Generation, Reply, Requ
 from growthpace.evaluators.scoring import Prediction
 from growthpace.evaluators.vllm_backend import engine_args, engine_env, sampling
 from growthpace.platform.core.capacity import ActorBundle
-from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.data.chat import framing_for
 from growthpace.platform.store.checkpoints import checkpoint_dtype
 
 # Ray Data's name for the engine stage's actors (MapWorker(MapBatches(vLLMEngineStageUDF))).
@@ -110,7 +110,7 @@ def processor_config(model_dir: str | Path, *, batch_size: int, gpus: float, max
         placement_group_config={"bundles": bundles},
         # ray.data.llm's async engine always runs its core in a subprocess: no in-process switch here
         runtime_env={"env_vars": {**engine_env(gpus > 0), "OMP_NUM_THREADS": "1"}},
-        chat_template_stage=False,  # rows carry ChatEncoder token ids: no template,
+        chat_template_stage=False,  # rows carry the framing's token ids: no template,
         tokenize_stage=False,  # no tokenizer stage,
         detokenize_stage=False,  # and the driver decodes
         log_engine_metrics=False,
@@ -162,7 +162,7 @@ class ProcessorBackend(Backend):
 
         self.model_dir, self.batch_size, self.max_length, self.gpus = model_dir, batch_size, max_length, gpus
         self.remote_args = remote_args  # the scoring node group (jobs/placement.py scoring_remote_args)
-        self.enc = ChatEncoder(AutoTokenizer.from_pretrained(str(model_dir)))
+        self.enc = framing_for(AutoTokenizer.from_pretrained(str(model_dir)))
         self.timings: dict[str, float | None] = {}
 
     def generate(self, requests: Sequence[Generation]) -> list[Reply]:

@@ -8,7 +8,8 @@ benchmark requests too. Its tokenization mirrors lm-eval's own ``hf`` model (``H
 trailing whitespace moves to the continuation, the continuation's tokens are the whole's tokens after the
 context's, an empty context is the BOS (else EOS) token, prompts are cut from the left to the engine's
 length), so its metrics equal ``simple_evaluate(model="hf")``'s on the same checkpoint
-(tests/test_lm_eval_tasks.py).
+(tests/test_lm_eval_tasks.py). As HFLM, it reads the one-token continuations of one prompt (a
+multiple-choice task's " A"/" B" or " blue"/" green") from one pass of that prompt (``loglikelihoods``).
 
 Each (checkpoint, task) result is stored with its samples (lm-eval's ``log_samples``) under the key
 (checkpoint content hash, task config hash, lm-eval version). A request whose task already has a
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from growthpace.evaluators.backends import Backend
-from growthpace.evaluators.requests import Continuation, Generation
+from growthpace.evaluators.requests import MAX_WATCHED, Continuation, Generation
 from growthpace.platform.core.spec import SpecError
 
 DISTRIBUTION = "lm_eval"
@@ -120,6 +121,44 @@ class _Tokens:
         return [self.cut(*utils.make_disjoint_window(w)) for w in windows]
 
 
+def loglikelihoods(backend: Backend, requests: Sequence[Continuation]) -> list[tuple[float, bool]]:
+    """(summed log-prob, greedy) of each request, in order. Requests whose continuation is one token
+    and whose prompts are the same token ids are read from ONE pass of that prompt, as HFLM's logits
+    cache does: the next-token log-probs at the prompt's last position are every such choice's
+    log-likelihood, and a choice is greedy when it is the token greedy decoding writes there. A
+    multiple-choice task of one-token choices (" A"/" B", " blue"/" green") then costs one pass per
+    document, not one per choice; the pass is a ``Backend.generate`` of one token watching the choices'
+    ids (at most MAX_WATCHED a request, so more choices take more requests of the same prompt, whose
+    shared part an engine with a prefix cache can reuse). Longer continuations go to ``Backend.loglikelihood``."""
+    out: list[tuple[float, bool] | None] = [None] * len(requests)
+    shared: dict[tuple[int, ...], list[int]] = {}  # prompt ids -> its one-token requests
+    longer = []
+    for i, c in enumerate(requests):
+        if len(c.continuation) == 1 and c.prompt:
+            shared.setdefault(tuple(c.prompt), []).append(i)
+        else:
+            longer.append(i)
+    gens, asked = [], []  # asked: each generation's request indices
+    for prompt, idx in shared.items():
+        ids = list(dict.fromkeys(requests[i].continuation[0] for i in idx))
+        for s in range(0, len(ids), MAX_WATCHED):
+            watch = tuple(ids[s:s + MAX_WATCHED])
+            gens.append(Generation(len(gens), list(prompt), 1, True, "", watch))
+            asked.append([i for i in idx if requests[i].continuation[0] in watch])
+    for g, idx, reply in zip(gens, asked, backend.generate(gens) if gens else [], strict=True):
+        if len(reply.letter_logprobs) != len(g.letter_ids) or not reply.tokens:
+            raise RuntimeError(f"the backend answered a one-token read of {len(g.letter_ids)} tokens with "
+                               f"{len(reply.letter_logprobs)} log-probs and {len(reply.tokens)} generated tokens")
+        got = dict(zip(g.letter_ids, reply.letter_logprobs))
+        for i in idx:
+            t = requests[i].continuation[0]
+            out[i] = (float(got[t]), t == reply.tokens[0])
+    for i, (lp, greedy) in zip(longer, backend.loglikelihood([requests[i] for i in longer]) if longer else [],
+                               strict=True):
+        out[i] = (float(lp), bool(greedy))
+    return out  # type: ignore[return-value]
+
+
 def _gen_settings(gen_kwargs: dict, eot_text: str) -> tuple[list[str], int]:
     """(stop strings, token limit) of a generate_until request; greedy only (the engine's one decoding)."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
@@ -162,17 +201,16 @@ def _lm_class():
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             out, todo = self._split("loglikelihood", requests)
-            got = self.backend.loglikelihood([self.tokens.cut(*self.tokens.pair(*requests[i].args)) for i in todo]) \
-                if todo else []
-            for i, (lp, greedy) in zip(todo, got, strict=True):
-                out[i] = (float(lp), bool(greedy))
+            got = loglikelihoods(self.backend, [self.tokens.cut(*self.tokens.pair(*requests[i].args)) for i in todo])
+            for i, answer in zip(todo, got, strict=True):
+                out[i] = answer
             return out
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
             out, todo = self._split("loglikelihood_rolling", requests)
             windows = [self.tokens.rolling(requests[i].args[0]) for i in todo]
             flat = [w for ws in windows for w in ws]
-            got = iter(self.backend.loglikelihood(flat) if flat else [])
+            got = iter(loglikelihoods(self.backend, flat))
             for i, ws in zip(todo, windows, strict=True):
                 out[i] = float(sum(next(got)[0] for _ in ws))
             return out

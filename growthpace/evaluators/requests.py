@@ -4,10 +4,10 @@ Each item's question kind (evaluators/scoring.py) says what the model must produ
 type does in lm-evaluation-harness; ``plan_requests`` turns the items into requests once, and every
 backend (transformers, vLLM in-process, vLLM through ray.data.llm) answers the same requests:
 
-- a ``Generation`` per generated item: the ChatEncoder prompt, cut from the left so that prompt and
-  reply fit ``max_length``; greedy reply of at most the kind's token limit (capped by ``limits``
-  and by half of ``max_length``: core/items.py generation_limit),
-  stopped at <eot>; for choice items the log-prob of each of the item's option letters (A to H,
+- a ``Generation`` per generated item: the checkpoint framing's prompt (platform/data/chat.py), cut
+  from the left so that prompt and reply fit ``max_length``; greedy reply of at most the kind's token
+  limit (capped by ``limits`` and by half of ``max_length``: core/items.py generation_limit),
+  stopped at the framing's end of turn (<eot>); for choice items the log-prob of each of the item's option letters (A to H,
   ``scoring.option_letters``) at the FIRST answer position. A limit of 0 reads that position alone: the
   letters' log-probs and no reply (how CMMLU and AGIEval are scored);
 - a ``Continuation`` per candidate of a perplexity item: prompt (cut so the candidate fits) and the
@@ -24,9 +24,12 @@ from typing import Sequence
 
 from growthpace.evaluators.scoring import Prediction, needs
 from growthpace.platform.core.items import generation_limit, option_letters, question_kind
-from growthpace.platform.data.chat import ChatEncoder
-from growthpace.platform.core.items import Record
+from growthpace.platform.data.chat import Framing
+from growthpace.platform.core.items import ALL_OPTION_LETTERS, Record
 
+# The most token ids one Generation may watch at its first position: every engine is built to return
+# that many log-probs there (vllm_backend.engine_args max_logprobs), and the option letters A-H fit.
+MAX_WATCHED = len(ALL_OPTION_LETTERS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Reply:
 @dataclass(frozen=True)
 class RequestPlan:
     n: int  # records planned
-    enc: ChatEncoder
+    enc: Framing
     generations: list[Generation]
     continuations: list[Continuation]
 
@@ -96,7 +99,7 @@ def stop_ids(g: Generation, eot: int) -> list[int]:
     return list(g.stop) if g.stop is not None else [eot]
 
 
-def letter_ids(enc: ChatEncoder, letters: str) -> tuple[int, ...]:
+def letter_ids(enc: Framing, letters: str) -> tuple[int, ...]:
     """The token each letter starts with; two letters on one token could not be told apart."""
     ids = tuple(enc.text(ch)[0] for ch in letters)
     if len(set(ids)) != len(ids):
@@ -104,7 +107,7 @@ def letter_ids(enc: ChatEncoder, letters: str) -> tuple[int, ...]:
     return ids
 
 
-def plan_requests(enc: ChatEncoder, records: Sequence[Record], limits: dict[str, int] | None = None,
+def plan_requests(enc: Framing, records: Sequence[Record], limits: dict[str, int] | None = None,
                   max_length: int = 1024) -> RequestPlan:
     """The requests for ``records``. Generations come sorted by token limit (then letters-only first,
     then by number of letters), so a backend that runs one limit per call pads and caches alike."""

@@ -3,7 +3,7 @@
 - ``generate``: greedy replies stopped at <eot>, with the log-probs of each request's letters at the
   FIRST answer position (the study's code read the last step; the first is the intended one);
 - ``continuation_nll``: mean token NLL of given continuations (candidate + <eot>) after a prompt.
-Requests come from evaluators/requests.py (ChatEncoder ids, already cut to ``max_length``), so
+Requests come from evaluators/requests.py (the chat framing's ids, already cut to ``max_length``), so
 training and scoring frame text identically.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from growthpace.evaluators.backends import Backend
 from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit, stop_ids
-from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.data.chat import framing_for
 from growthpace.platform.store.checkpoints import checkpoint_dtype
 
 
@@ -37,7 +37,7 @@ class TransformersBackend(Backend):
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.device, dtype = placement(model_dir, torch.cuda.is_available())
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
-        self.enc = ChatEncoder(self.tokenizer)
+        self.enc = framing_for(self.tokenizer)
         self.batch_size = batch_size
         self.max_length = max_length
 

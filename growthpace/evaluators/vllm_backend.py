@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from growthpace.evaluators.backends import Backend
-from growthpace.evaluators.requests import Continuation, Generation, Reply, by_limit, stop_ids
-from growthpace.platform.core.items import ALL_OPTION_LETTERS
-from growthpace.platform.data.chat import ChatEncoder
+from growthpace.evaluators.requests import MAX_WATCHED, Continuation, Generation, Reply, by_limit, stop_ids
+from growthpace.platform.data.chat import Framing, framing_for
 from growthpace.platform.store.checkpoints import checkpoint_dtype
 
 # Set before vllm is imported (on CPU only), here and in ray.data.llm's engine actors: no dynamo
@@ -56,7 +55,7 @@ def engine_args(max_length: int, on_gpu: bool, dtype: str = "float32", gpus: flo
         dtype=dtype if on_gpu else "float32",
         enforce_eager=not on_gpu,
         max_model_len=max_length,
-        max_logprobs=len(ALL_OPTION_LETTERS),  # the option letters at the first answer position
+        max_logprobs=MAX_WATCHED,  # the watched tokens (option letters) at the first answer position
         seed=0,
         enable_prefix_caching=True,
         **({} if on_gpu else {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES}),
@@ -103,7 +102,7 @@ SWAP_CHECK_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.15, "float16": 0.05}
 _PROBE = (("user", "What is 12 plus 30? Answer with a number."), ("assistant", "The answer is 42."))
 
 
-def probe_request(enc: ChatEncoder) -> Continuation:
+def probe_request(enc: Framing) -> Continuation:
     """A fixed chat exchange as a continuation request: its reply's tokens are the probe."""
     (role, question), (_, answer) = _PROBE
     return Continuation(0, enc.prompt([(role, question)]), enc.text(answer) + [enc.eot])
@@ -167,7 +166,7 @@ class VLLMBackend(Backend):
         from vllm import LLM
 
         self.llm = LLM(model=str(model_dir), **engine_args(max_length, on_gpu, checkpoint_dtype(model_dir), gpus))
-        self.enc = ChatEncoder(self.llm.get_tokenizer())
+        self.enc = framing_for(self.llm.get_tokenizer())
         self.batch_size = batch_size
         self.max_length = max_length
         self.model_dir = str(model_dir)

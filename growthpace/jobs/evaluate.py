@@ -304,7 +304,7 @@ def untuned_bases(study) -> list[UntunedBase]:
     from growthpace.platform.train.models import model_key
 
     spec, layout = study.spec, study.layout
-    raw = {m.name: layout.base_model(model_key(m.name, study.tokenizer_key, spec.seed)) for m in spec.models}
+    raw = {m.name: layout.base_model(model_key(m.name, study.tokenizer_key, spec.seed, m.chat)) for m in spec.models}
     paths = {**raw, **{j.model: j.path for j in base_jobs(study, raw)}}
     seeds = {}
     for c in study.cells:  # the base stands beside its size's cells in the seed average

@@ -63,14 +63,14 @@ def base_jobs(study, raw_bases: dict[str, StoragePath]) -> list[BaseJob]:
 
 def write_tokens(layout: Layout, job: BaseJob, tokenizer) -> StoragePath:
     """The corpus tokenized once, by this driver, with the base's tokenizer: the one epoch's sequences."""
-    from growthpace.platform.data.chat import ChatEncoder
+    from growthpace.platform.data.chat import framing_for
     from growthpace.platform.data.dataset import tokens_bytes
     from growthpace.platform.store.storage import write_bytes
 
     path = layout.pretrain_tokens(job.key)
     if path.exists():
         return path
-    enc = ChatEncoder(tokenizer)
+    enc = framing_for(tokenizer)
     sequences = pretrain.blocks(enc.texts(documents(Path(job.corpus))), enc.eot, job.settings["block"])
     try:
         examples = pretrain.epoch_examples(sequences, job.settings["steps"], job.settings["batch"])

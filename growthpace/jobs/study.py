@@ -7,7 +7,7 @@ from pathlib import Path
 
 from growthpace.platform.core.batching import global_batch, optimizer_steps
 from growthpace.platform.core.cells import Cell, expand
-from growthpace.platform.data.chat import ChatEncoder
+from growthpace.platform.data.chat import framing_for
 from growthpace.platform.data.dataset import (Dataset, base_tokenizer, ensure_generated, load_dataset, write_cell_data,
                                      write_cell_tokens)
 from growthpace.platform.core.footprint import (RESUME_BYTES_PER_PARAM, checkpoint_footprint, resume_interval_s,
@@ -80,7 +80,7 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool,
     trial and scoring actor (platform/core/capacity.py): Ray starts only after every file check passed.
     Returns the eval sets it read: the command scores these, never reading them again."""
     from growthpace.platform.data.dataset import load_eval_sets
-    from growthpace.platform.train.models import check_model
+    from growthpace.platform.train.models import check_chat, check_model
 
     sets = load_eval_sets(spec)
     if write:
@@ -88,6 +88,7 @@ def check_inputs(spec: Spec, cells: list[Cell], layout: Layout, *, write: bool,
     for i, m in enumerate(spec.models):
         if write or not m.params:
             check_model(m.name, f"models[{i}].name")
+        check_chat(m.name, m.chat, f"models[{i}].chat")  # plan too: it counts tokens in that format
     check_corpora(spec)
     if write:
         from growthpace.evaluators.results import check_checkpoints  # imports the scorers (sympy): not for plan
@@ -125,9 +126,7 @@ def check_corpora(spec: Spec) -> None:
 
 def stream_tokens(docs: list[str], tokenizer) -> int:
     """The tokens of the stream platform/train/pretrain.py blocks cuts: each document and its EOT."""
-    from growthpace.platform.data.chat import ChatEncoder
-
-    return sum(ChatEncoder(tokenizer).text_lengths(docs)) + len(docs)
+    return sum(framing_for(tokenizer).text_lengths(docs)) + len(docs)
 
 
 def check_blocks(spec, preset_tokenizer) -> None:
@@ -236,7 +235,7 @@ def materialise(study: Study) -> dict[str, Path]:
 
     write_json(layout.root / "study.json", redact(spec.model_dump(mode="json")))  # e.g. ray.env_vars.HF_TOKEN -> ***
     bases = {
-        m.name: ensure_base_model(layout, m.name, study.tokenizer, study.tokenizer_key, spec.seed)
+        m.name: ensure_base_model(layout, m.name, study.tokenizer, study.tokenizer_key, spec.seed, m.chat)
         for m in spec.models
     }
     tokenizers = model_tokenizers(study, bases)
@@ -280,6 +279,7 @@ def plan_rows(study: Study) -> list[dict]:
     params = model_params(study)
     selected = [] if declared else [study.dataset.pool.select(c.allocation, c.seed) for c in study.cells]
     lengths = {} if declared else _item_lengths(study, selected)
+    framed = _framed_apart(study)
     rows = []
     for i, cell in enumerate(study.cells):
         if declared:
@@ -287,7 +287,8 @@ def plan_rows(study: Study) -> list[dict]:
             tokens = study.dataset.tokens(cell.allocation, cell.training["max_length"])
         else:
             items = len(selected[i])
-            tokens = sum(map(lengths[cell.training["max_length"]].__getitem__, map(id, selected[i])))
+            tokens = sum(map(lengths[framed.get(cell.model), cell.training["max_length"]].__getitem__,
+                             map(id, selected[i])))
         gpus = cell.workers * cell.gpus_per_worker
         t = cell.training
         batch = global_batch(t["per_device_batch"], cell.workers, t["grad_accum"])
@@ -405,15 +406,26 @@ def size_checks(study: Study) -> list[dict]:
     return out
 
 
-def _item_lengths(study: Study, selected: list[list]) -> dict[int, dict[int, int]]:
-    """max_length -> id of a pool record -> its training tokens (ChatEncoder.lengths), for every item some
-    cell of that max_length selects: one count over all of them. Pool records live as long as the study."""
-    wanted: dict[int, dict[int, object]] = {}
+def _framed_apart(study: Study) -> dict[str, str]:
+    """Model name -> itself for the models whose items ``plan`` counts in their own chat template; the
+    others are counted with the study's tokenizer."""
+    return {m.name: m.name for m in study.spec.models if m.chat == "template"}
+
+
+def _item_lengths(study: Study, selected: list[list]) -> dict[tuple[str | None, int], dict[int, int]]:
+    """(a template model's name or None, max_length) -> id of a pool record -> its training tokens
+    (the framing's lengths), for every item some cell of that model and max_length selects: one count over
+    all of them. Pool records live as long as the study."""
+    from growthpace.platform.train.models import source_tokenizer
+
+    framed = _framed_apart(study)
+    wanted: dict[tuple[str | None, int], dict[int, object]] = {}
     for cell, records in zip(study.cells, selected):
-        wanted.setdefault(cell.training["max_length"], {}).update(zip(map(id, records), records))
-    enc = ChatEncoder(study.tokenizer)
-    return {max_length: dict(zip(records, enc.lengths([r.messages for r in records.values()], max_length)))
-            for max_length, records in wanted.items()}
+        wanted.setdefault((framed.get(cell.model), cell.training["max_length"]), {}).update(zip(map(id, records), records))
+    encs = {name: framing_for(source_tokenizer(name, "template") if name else study.tokenizer)
+            for name in {name for name, _ in wanted}}
+    return {(name, max_length): dict(zip(records, encs[name].lengths([r.messages for r in records.values()], max_length)))
+            for (name, max_length), records in wanted.items()}
 
 
 def tracker_for(study: Study):

@@ -82,6 +82,8 @@ def model_training(spec: Spec, m) -> dict[str, Any]:
     training.pop("epochs")
     if training["choice_target"] == "letter":  # the study's default: cells keep the ids they had before the field
         training.pop("choice_target")
+    if m.chat != "study":  # the chat format changes every token; the default keeps the ids cells had before it
+        training["chat"] = m.chat
     return {**training, **m.training.overrides()}
 
 

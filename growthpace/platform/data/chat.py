@@ -1,14 +1,19 @@
-"""The study's chat framing, shared by training and scoring so both see the same tokens.
+"""A checkpoint's chat framing, shared by training and scoring so both see the same tokens.
 
-    <user> text <eot> <assistant> text <eot> ...
+Two framings, one interface (``Framing``), and one rule for which a tokenizer takes (``framing_for``):
 
-Loss is taken only on assistant text and its <eot>.
+- the study's (``ChatEncoder``, a model's ``chat: study``): tokens the project adds,
+  ``<user> text <eot> <assistant> text <eot> ...``;
+- the tokenizer's own chat template (``TemplateFraming``, ``chat: template``): no token added.
+
+Loss is taken only on assistant text and the end of its turn.
 """
 
 from __future__ import annotations
 
 import re
 from itertools import accumulate
+from typing import Protocol, Sequence
 
 from growthpace.platform.core.abilities import ASSISTANT, EOT, PAD, USER
 
@@ -154,6 +159,217 @@ class ChatEncoder:
 
     def continuation(self, text: str) -> list[int]:
         """A candidate answer plus the end-of-turn token, as perplexity ranking scores it."""
+        return self.text(text) + [self.eot]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.eot in ids:
+            ids = ids[: ids.index(self.eot)]
+        return self.tok.decode(ids, skip_special_tokens=True).strip()
+
+
+class ChatFormatError(ValueError):
+    """A tokenizer whose chat format cannot frame the study's conversations."""
+
+
+class Framing(Protocol):
+    """What training and scoring ask of a checkpoint's chat framing (ChatEncoder, TemplateFraming)."""
+
+    tok: object  # the tokenizer it frames with
+    eot: int  # the token that ends an assistant turn: replies stop there
+    pad: int
+
+    def text(self, s: str) -> list[int]: ...
+    def texts(self, texts: list[str]) -> list[list[int]]: ...
+    def text_lengths(self, texts: list[str]) -> list[int]: ...
+    def example(self, messages, max_length: int) -> tuple[list[int], list[int]]: ...
+    def examples(self, conversations, max_length: int) -> list[tuple[list[int], list[int]]]: ...
+    def lengths(self, conversations, max_length: int) -> list[int]: ...
+    def prompt(self, turns, max_length: int | None = None) -> list[int]: ...
+    def continuation(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+
+
+def missing_study_tokens(tokenizer, tokens: Sequence[str] = (USER, ASSISTANT, EOT)) -> list[str]:
+    """Which of ``tokens`` the tokenizer lacks as tokens of their own (a bare or a transformers one)."""
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        return [t for t in tokens if tokenizer.token_to_id(t) is None]
+    return [t for t in tokens if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+
+
+def framing_for(tokenizer) -> Framing:
+    """The framing a checkpoint's tokenizer was trained with: the one rule training, plan and every scoring
+    backend follow. The study's tokens present: the study's framing (``chat: study`` added them, a preset
+    was trained with them); else the tokenizer's chat template (``chat: template`` adds nothing and
+    platform/train/models.py refuses a tokenizer that already has the study's tokens)."""
+    if not missing_study_tokens(tokenizer):
+        return ChatEncoder(tokenizer)
+    if getattr(tokenizer, "chat_template", None):
+        return TemplateFraming(tokenizer)
+    raise ChatFormatError(f"the tokenizer has neither the study's chat tokens ({USER} {ASSISTANT} {EOT}) nor a chat "
+                          "template (chat_template in tokenizer_config.json, or chat_template.jinja)")
+
+
+# A message's content while a template's layout is rendered: private-use code points, which neither a
+# template's own text nor a data item holds, so the rendered text splits at them unambiguously.
+_SENTINEL = "\ue000{}\ue001"
+# The conversation a template is first checked with: its content must come out verbatim.
+_PROBE = (("user", "What is 12 plus 30?"), ("assistant", "42"))
+
+
+class TemplateFraming:
+    """Conversations framed by the tokenizer's own chat template, no token added.
+
+    A template is rendered once per sequence of roles, with sentinels for the contents: the text between
+    them is the template's scaffolding. An assistant turn is marked by rendering prefixes: the
+    conversation up to it with the generation prompt (P) and up to its end (Q); P must be where its content
+    begins, and what Q renders after the content (e.g. "<|im_end|>\\n") is the end of the turn, the same
+    for every turn, whose first token is a special token: the stop token. Loss is on the content and the
+    end of the turn; a scoring prompt is the template's generation prompt, so it is the training ids up to
+    the answer. Scaffolding, each content and each end of a turn are tokenized apart, so training and
+    scoring cut tokens at the same places (a letter answer "A" is the token it is in training)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise ChatFormatError("the tokenizer has no chat template (chat_template in tokenizer_config.json, or "
+                                  "chat_template.jinja)")
+        self._layouts: dict[tuple[tuple[str, ...], bool], list[tuple[str | int, bool]]] = {}
+        self._scaffold: dict[str, list[int]] = {}
+        self.end = ""  # the end of an assistant turn, found by the probe's layout
+        roles = tuple(role for role, _ in _PROBE)
+        layout = self._layout(roles, False)
+        expected = "".join(_PROBE[p][1] if isinstance(p, int) else p for p, _ in layout)
+        if self._render(_PROBE, False) != expected:
+            raise ChatFormatError("cannot mark the assistant's span: the chat template does not render a message's "
+                                  f"content verbatim (it changes {_PROBE[0][1]!r} or {_PROBE[1][1]!r})")
+        end_ids = self._ids(self.end)
+        special = set(getattr(tokenizer, "all_special_ids", ())) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+        if end_ids[0] not in special:
+            raise ChatFormatError(f"cannot mark the assistant's span: an assistant turn ends with {self.end!r}, whose "
+                                  "first token is no special token, so a reply could not be stopped there")
+        self.eot = end_ids[0]
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eot
+
+    def _render(self, messages, generation_prompt: bool) -> str:
+        try:
+            return self.tok.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
+                                                add_generation_prompt=generation_prompt)
+        except Exception as e:  # jinja2's errors, and a template's own raise_exception
+            roles = ", ".join(r for r, _ in messages)
+            raise ChatFormatError(f"cannot mark the assistant's span: the chat template fails on a conversation of "
+                                  f"roles [{roles}]: {type(e).__name__}: {e}") from None
+
+    def _layout(self, roles: tuple[str, ...], generation_prompt: bool) -> list[tuple[str | int, bool]]:
+        """The rendered conversation of these roles as parts in order: scaffolding text or a content's
+        index, each with whether it is trained on (an assistant's content and the end of its turn)."""
+        key = (roles, generation_prompt)
+        if key in self._layouts:
+            return self._layouts[key]
+        marks = [_SENTINEL.format(i) for i in range(len(roles))]
+        text = self._render(list(zip(roles, marks)), generation_prompt)
+        at = []
+        for i, (role, mark) in enumerate(zip(roles, marks)):
+            if text.count(mark) != 1 or (at and text.index(mark) < at[-1]):
+                raise ChatFormatError(f"cannot mark the assistant's span: the chat template does not render message "
+                                      f"{i} ({role}) once, in order, in a conversation of roles [{', '.join(roles)}]")
+            at.append(text.index(mark))
+        parts: list[tuple[str | int, bool]] = []
+        start = 0
+        for i, (role, mark) in enumerate(zip(roles, marks)):
+            before = text[start:at[i]]
+            if role == "assistant":
+                prefix = self._render(list(zip(roles[:i], marks)), True)
+                if prefix != text[:at[i]]:
+                    raise ChatFormatError(
+                        "cannot mark the assistant's span: the template's generation prompt does not end where the "
+                        f"assistant's content begins (the prompt ends {prefix[-40:]!r}, the content follows "
+                        f"{text[max(0, at[i] - 40):at[i]]!r})")
+            if parts and parts[-1][1] and isinstance(parts[-1][0], int):
+                parts.append((self.end, True))  # the assistant turn before ends so: text starts with its turn
+                before = before[len(self.end):]
+            if before:
+                parts.append((before, False))
+            parts.append((i, role == "assistant"))
+            start = at[i] + len(mark)
+            if role == "assistant":
+                turn = self._render(list(zip(roles[: i + 1], marks)), False)
+                end = turn[start:]
+                if not text.startswith(turn) or not end:
+                    raise ChatFormatError(f"cannot mark the assistant's span: the template renders nothing after the "
+                                          f"assistant's content, or renders it differently once later turns follow")
+                if not self.end:
+                    self.end = end
+                elif end != self.end:
+                    raise ChatFormatError(f"cannot mark the assistant's span: assistant turns end differently "
+                                          f"({self.end!r} and {end!r})")
+        rest = text[start:]
+        if parts[-1][1] and isinstance(parts[-1][0], int):
+            parts.append((self.end, True))  # checked above: the conversation's text ends with it
+            rest = rest[len(self.end):]
+        if rest:
+            parts.append((rest, False))
+        self._layouts[key] = parts
+        return parts
+
+    def _ids(self, scaffold: str) -> list[int]:
+        if scaffold not in self._scaffold:
+            self._scaffold[scaffold] = self.text(scaffold)
+        return self._scaffold[scaffold]
+
+    def text(self, s: str) -> list[int]:
+        return self.texts([s])[0]
+
+    def texts(self, texts: list[str]) -> list[list[int]]:
+        return self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def text_lengths(self, texts: list[str]) -> list[int]:
+        distinct = list(dict.fromkeys(texts))
+        counts = dict(zip(distinct, map(len, self.texts(distinct))))
+        return [counts[t] for t in texts]
+
+    def _frame(self, roles: tuple[str, ...], contents: list[list[int]], generation_prompt: bool,
+               ) -> tuple[list[int], list[int]]:
+        ids: list[int] = []
+        labels: list[int] = []
+        for part, trained in self._layout(roles, generation_prompt):
+            t = contents[part] if isinstance(part, int) else self._ids(part)
+            ids += t
+            labels += t if trained else [IGNORE] * len(t)
+        return ids, labels
+
+    def example(self, messages, max_length: int) -> tuple[list[int], list[int]]:
+        return self.examples([messages], max_length)[0]
+
+    def examples(self, conversations, max_length: int) -> list[tuple[list[int], list[int]]]:
+        """(input ids, labels) per conversation; one batched tokenizer call for all their contents."""
+        encoded = iter(self.texts([content for messages in conversations for _, content in messages]))
+        out = []
+        for messages in conversations:
+            ids, labels = self._frame(tuple(r for r, _ in messages), [next(encoded) for _ in messages], False)
+            out.append((ids[:max_length], labels[:max_length]))
+        return out
+
+    def lengths(self, conversations, max_length: int) -> list[int]:
+        """``len(example(m, max_length)[0])`` for each conversation: scaffolding counted once per layout."""
+        counts = iter(self.text_lengths([content for messages in conversations for _, content in messages]))
+        out = []
+        for messages in conversations:
+            n = [next(counts) for _ in messages]
+            layout = self._layout(tuple(r for r, _ in messages), False)
+            out.append(min(sum(n[p] if isinstance(p, int) else len(self._ids(p)) for p, _ in layout), max_length))
+        return out
+
+    def prompt(self, turns, max_length: int | None = None) -> list[int]:
+        """Earlier turns and the template's generation prompt; over-long prompts lose their oldest tokens."""
+        ids, _ = self._frame(tuple(r for r, _ in turns), self.texts([c for _, c in turns]), True)
+        if max_length is not None and len(ids) > max_length:
+            ids = ids[-max_length:]
+        return ids
+
+    def continuation(self, text: str) -> list[int]:
+        """A candidate answer plus the stop token, as perplexity ranking scores it."""
         return self.text(text) + [self.eot]
 
     def decode(self, ids: list[int]) -> str:

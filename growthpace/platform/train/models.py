@@ -137,7 +137,9 @@ def count_params(config) -> int:
 
 def _add_chat_tokens(tokenizer):
     """The study's recipe for a real checkpoint: add the chat tokens (extend_vocab grows the embeddings)."""
-    missing = [t for t in CHAT_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    from growthpace.platform.data.chat import missing_study_tokens
+
+    missing = missing_study_tokens(tokenizer, CHAT_TOKENS)
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
     if tokenizer.pad_token is None:
@@ -146,10 +148,63 @@ def _add_chat_tokens(tokenizer):
     return tokenizer
 
 
-def model_key(name: str, tokenizer_key: str, seed: int) -> str:
+def _keep_template(tokenizer):
+    """``chat: template``: the tokenizer as it is, no token added; batches pad with its eos when it has no
+    pad token (labels, not the pad id, say what is trained)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def chat_tokenizer(tokenizer, chat: str):
+    """A source model's tokenizer as its base model keeps it, for ``chat`` (spec models[].chat), checked
+    to frame as asked (chat.framing_for is what every later reader decides by): raises ChatFormatError."""
+    from growthpace.platform.data.chat import ChatFormatError, TemplateFraming, framing_for, missing_study_tokens
+
+    if chat == "study":
+        return _add_chat_tokens(tokenizer)
+    if not missing_study_tokens(tokenizer):
+        raise ChatFormatError("its tokenizer already has the study's chat tokens, so its checkpoints would be read "
+                              "as chat: study; use chat: study")
+    tok = _keep_template(tokenizer)
+    if not isinstance(framing_for(tok), TemplateFraming):  # framing_for raises when it has no template
+        raise ChatFormatError("its tokenizer would not be framed by its chat template")
+    return tok
+
+
+def source_tokenizer(name: str, chat: str):
+    """A model's tokenizer as its base model will keep it (``chat_tokenizer``), from the source's tokenizer
+    files alone: a Hub model's weights are not fetched for it."""
+    from transformers import AutoTokenizer
+
+    folder = Path(name).expanduser()
+    return chat_tokenizer(AutoTokenizer.from_pretrained(folder if folder.is_dir() else name), chat)
+
+
+def check_chat(name: str, chat: str, field: str) -> None:
+    """Fail before anything is written when ``chat: template`` cannot frame the model's conversations:
+    a tokenizer without a chat template, or one that cannot mark the assistant's span. Names the field
+    and the file the template comes from."""
+    if chat == "study":
+        return
+    from growthpace.platform.data.chat import ChatFormatError
+
+    folder = Path(name).expanduser()
+    try:
+        source_tokenizer(name, chat)
+    except OSError as e:
+        raise ModelError(f"field '{field}': model {name!r}: cannot load its tokenizer: {e}") from None
+    except ChatFormatError as e:
+        where = next((folder / f for f in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+                      if (folder / f).is_file()), folder)
+        raise ModelError(f"field '{field}': model {name!r} ({where}): {e}") from None
+
+
+def model_key(name: str, tokenizer_key: str, seed: int, chat: str = "study") -> str:
     if name in PRESETS:
         return f"{name}-{stable_hash([PRESETS[name].__dict__, tokenizer_key, seed], 8)}"
-    return f"hf-{stable_hash([str(Path(name).resolve()) if Path(name).exists() else name], 8)}"
+    key = f"hf-{stable_hash([str(Path(name).resolve()) if Path(name).exists() else name], 8)}"
+    return key if chat == "study" else f"{key}-{chat}"  # a study's bases keep their folders
 
 
 def _meta_count(name: str) -> int:
@@ -260,14 +315,19 @@ def ensure_tokenizer(layout: Layout, records: list[Record], data_fingerprint: st
     return AutoTokenizer.from_pretrained(localize(path)), key
 
 
-def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, seed: int) -> StoragePath:
+def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, seed: int,
+                      chat: str = "study") -> StoragePath:
     """Materialise a base model with its tokenizer under base/<key>; reused by every cell.
 
     An HF model is never loaded whole: its safetensors shards are copied with the vocabulary grown
-    (extend_vocab); old .bin weights are converted to safetensors first, shard by shard, in their dtype."""
+    (extend_vocab) for ``chat: study``, linked unchanged for ``chat: template`` (no token added, so
+    vLLM loads the folder as the source is); old .bin weights are converted to safetensors first, shard
+    by shard, in their dtype."""
     from transformers import AutoTokenizer
 
-    key = model_key(name, tokenizer_key, seed)
+    from growthpace.platform.data.chat import ChatFormatError
+
+    key = model_key(name, tokenizer_key, seed, chat)
     path = layout.base_model(key)
     if (path / "config.json").exists():
         return path
@@ -286,9 +346,11 @@ def ensure_base_model(layout: Layout, name: str, tokenizer, tokenizer_key: str, 
         return path
     try:
         src = _model_folder(name)
-        tok = _add_chat_tokens(AutoTokenizer.from_pretrained(src))
+        tok = chat_tokenizer(AutoTokenizer.from_pretrained(src), chat)
     except OSError as e:
         raise ModelError(f"model {name!r}: cannot load: {e}") from None
+    except ChatFormatError as e:  # check_chat refused it before anything was written, unless the folder changed
+        raise ModelError(f"model {name!r}, chat: {chat}: {e}") from None
 
     def save_hf(d: Path) -> None:
         if any(src.glob("*.safetensors")):
