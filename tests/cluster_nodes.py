@@ -47,6 +47,22 @@ class LocalCluster:
         """The node's raylet and agents are killed at once: no drain, no warning."""
         self.cluster.remove_node(node, allow_graceful=False)
 
+    def workers(self, node, actor_class: str) -> list[int]:
+        """The PIDs of the node's worker processes running an actor of ``actor_class`` (their title is
+        `ray::<class>...`): the raylet's children. The State API needs the dashboard, which is off here."""
+        import psutil
+        from ray._private import ray_constants
+
+        raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+        out = []
+        for p in raylet.children(recursive=True):
+            try:
+                if " ".join(p.cmdline()).startswith(f"ray::{actor_class}"):
+                    out.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
     def env(self) -> dict[str, str]:
         """The environment of a `growthpace` command that attaches to this cluster."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}

@@ -43,3 +43,25 @@ def test_no_job_module_imports_the_cli():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n in ("growthpace.cli", "growthpace.__main__") for n in names), f
+
+
+def test_a_missing_file_the_os_names_no_path_for_keeps_its_traceback():
+    """'[Errno 2] No such file or directory' alone (os.getcwd() in a deleted folder) names nothing a user
+    could fix: it is raised with its traceback, while a missing file growthpace names is one line, exit 2."""
+    import errno
+    import os
+
+    from growthpace.jobs.entry import guard
+
+    def bare():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+    with pytest.raises(FileNotFoundError):
+        guard(bare)
+
+    def named():
+        raise FileNotFoundError("store/scores.parquet: no scores yet; run the study first")
+
+    with pytest.raises(SystemExit) as stop:
+        guard(named)
+    assert stop.value.code == 2

@@ -97,53 +97,129 @@ def _wait_for(predicate, what: str, timeout: float = STUDY_TIMEOUT_S, proc=None)
         time.sleep(0.05)
 
 
-def test_training_node_lost_mid_epoch_resumes_on_a_replacement(cluster, small_data, tmp_path):
-    """The node training the cell dies during epoch 2; a replacement node joins. The cell resumes there from
-    epoch 1's checkpoint (epoch 1 is not trained again), the scores equal an uninterrupted run's, MLflow
-    has one point per epoch, and `growthpace run` exits 0."""
-    score_node = cluster.add(1, SCORE_NODE)
-    train_node = cluster.add(1, TRAIN_NODE)
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "lost").mkdir()
-    whole = _run(cluster, _spec_file(tmp_path / "whole", small_data, tmp_path / "whole" / "store"))
-    _console("uninterrupted", whole)
-    assert whole.returncode == 0
+@pytest.fixture(scope="module")
+def uninterrupted(small_data, tmp_path_factory) -> Path:
+    """The storage of the spec's run with no node lost, on the same layout of nodes: the reference the
+    training-node case compares its scores with."""
+    from tests.cluster_nodes import LocalCluster
 
-    storage = tmp_path / "lost" / "store"
-    spec = _spec_file(tmp_path / "lost", small_data, storage)
+    c = LocalCluster(head_cpus=1, head_resources=HEAD)
+    try:
+        c.add(1, SCORE_NODE)
+        c.add(1, TRAIN_NODE)
+        tmp = tmp_path_factory.mktemp("whole")
+        whole = _run(c, _spec_file(tmp, small_data, tmp / "store"))
+        _console("uninterrupted", whole)
+        assert whole.returncode == 0
+    finally:
+        c.shutdown()
+    return tmp / "store"
+
+
+def _registered(train_run: Path) -> str:
+    """Ray Train's list of the run's registered checkpoints (empty before the first)."""
+    f = train_run / "checkpoint_manager_snapshot.json"
+    try:
+        return f.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_training_node_lost_in_epoch_2_while_it_writes_resumes_on_a_replacement(cluster, uninterrupted, small_data,
+                                                                                 tmp_path):
+    """The node training the cell dies during epoch 2, while it writes that epoch's checkpoint: part of the
+    folder is on disk, not epoch.json (written last), and Ray Train has not registered it. A replacement
+    node joins; the cell resumes there from epoch 1, the registered epoch (epoch 1 is not trained again);
+    the half-written folder is never listed in checkpoints.json, scored or resumed from; the scores equal
+    an uninterrupted run's, MLflow has one point per epoch, and `growthpace run` exits 0. (One case for
+    both: a node lost earlier in the epoch takes the same path, Ray Train's restart from epoch 1, and
+    `make test-cluster` has no room for a second run of it.)
+
+    The moment is caught from outside, with no hook in growthpace: the test watches the run's folder for
+    the new checkpoint folder, freezes the worker (SIGSTOP) as it appears and lets it write in 5 ms slices
+    until part of the checkpoint is on disk, so the write cannot finish before the node is removed; the
+    frozen process is then killed, as a dead host takes its processes."""
+    import os
+    import signal
+
+    from growthpace.platform.store.checkpoints import read_checkpoints
+    from growthpace.platform.store.storage import Layout
+
+    cluster.add(1, SCORE_NODE)
+    train_node = cluster.add(1, TRAIN_NODE)
+    storage = tmp_path / "store"
+    spec = _spec_file(tmp_path, small_data, storage)
     proc = subprocess.Popen([sys.executable, "-m", "growthpace", "run", str(spec)], cwd=REPO, env=cluster.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: dict = {}
     reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())), daemon=True)
     reader.start()
+    half = None
     try:
-        # Ray Train has *registered* epoch 1 (its snapshot names a checkpoint): epoch 2 is in flight.
-        _wait_for(lambda: any("checkpoint_2" in f.read_text()
-                              for f in storage.glob("train/*/checkpoint_manager_snapshot.json")),
+        _wait_for(lambda: "checkpoint_2" in "".join(_registered(r) for r in storage.glob("train/*")),
                   "epoch 1's checkpoint", proc=proc)
+        (run,) = [r for r in storage.glob("train/*") if "checkpoint_2" in _registered(r)]
+        epoch_1 = {d.name for d in run.glob("checkpoint_2*")}
+        (worker,) = cluster.workers(train_node, "RayTrainWorker")
+        deadline = time.time() + STUDY_TIMEOUT_S
+        while half is None:  # no sleep between looks: the write takes well under a second here
+            new = [d for d in os.scandir(run) if d.name.startswith("checkpoint_2") and d.name not in epoch_1]
+            if new:
+                os.kill(worker, signal.SIGSTOP)
+                half = Path(new[0].path)
+            elif proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"epoch 2's checkpoint folder never appeared (study exit {proc.poll()})")
+
+        def on_disk() -> list[str]:
+            return sorted(p.relative_to(half).as_posix() for p in half.rglob("*") if p.is_file())
+
+        # the folder is made before anything is written into it: let the write run in 5 ms slices until
+        # part of it is on disk, so what the node leaves behind is a half-written checkpoint, not an empty one
+        for _ in range(2000):
+            if on_disk():
+                break
+            os.kill(worker, signal.SIGCONT)
+            time.sleep(0.005)
+            os.kill(worker, signal.SIGSTOP)
+            time.sleep(0.05)
+        written = on_disk()
+        assert written, "the worker wrote nothing into epoch 2's checkpoint folder in 2000 slices of 5 ms"
+        assert not (half / "epoch.json").exists() and half.name not in _registered(run), (
+            f"the write had finished before the worker was frozen: {written}")
         lost_at = time.time()
         cluster.lose(train_node)
-        cluster.add(1, TRAIN_NODE)  # the replacement: the autoscaler's (or a spot pool's) next node
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except ProcessLookupError:  # gone with its raylet
+            pass
+        cluster.add(1, TRAIN_NODE)
         reader.join(STUDY_TIMEOUT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out.get("stdout", ""), out.get("stderr", ""))
-    _console(f"node lost {time.time() - lost_at:.0f}s before the end", done)
+    _console(f"node lost mid-write ({len(written)} files of {half.name} written: {written}), "
+             f"{time.time() - lost_at:.0f}s before the end", done)
     assert done.returncode == 0
 
     (cell_dir,) = list(storage.glob("cells/*/checkpoints.json"))
     cell_id = cell_dir.parent.name
+    listed = read_checkpoints(Layout(str(storage)), cell_id).checkpoints
+    assert [c.epoch for c in listed] == [1, 2]
     reported = [json.loads((d / "epoch.json").read_text())["epoch"]
-                for d in sorted((storage / "train" / cell_id).glob("checkpoint_2*"))]
+                for d in sorted(run.glob("checkpoint_2*")) if (d / "epoch.json").exists()]
     assert reported == [1, 2], f"epoch 1 trained once, epoch 2 once (on the replacement): {reported}"
-    # the attempt that trained epoch 2 loaded epoch 1's state (train.py RESUMED_FROM; 0 would be from scratch)
-    snapshot = (storage / "train" / cell_id / "checkpoint_manager_snapshot.json").read_text()
+    assert Path(listed[0].path).name in epoch_1, "epoch 1 is the checkpoint registered before the loss"
+    assert half.name not in {Path(c.path).name for c in listed}, "the half-written folder is listed for scoring"
+    assert half.name not in _registered(run), "Ray Train registered the half-written folder"
+    assert not (half / "epoch.json").exists()
+    snapshot = _registered(run)
     assert re.search(r'resumed_from_epoch\\?"?:\s*1\b', snapshot), snapshot[-2000:]
-    assert _scores(storage).equals(_scores(tmp_path / "whole" / "store")), "scores differ from the uninterrupted run"
+    assert sorted(p.name for p in (storage / "cells" / cell_id / "scores").glob("epoch_*.json")) == [
+        "epoch_001.json", "epoch_002.json"]
+    assert _scores(storage).equals(_scores(uninterrupted)), "scores differ from the uninterrupted run"
     assert _metric_steps(storage, "train/loss") == {cell_id: [1, 2]}
     assert _metric_steps(storage, "test/biology") == {cell_id: [1, 2]}
-    assert score_node is not None
 
 
 def test_scoring_node_lost_mid_checkpoint_scores_each_checkpoint_once(cluster, small_data, tmp_path):

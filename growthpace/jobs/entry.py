@@ -55,6 +55,8 @@ def guard(fn: Callable[[], Any]) -> Any:
     except (*input_errors(), OSError) as e:
         if isinstance(e, OSError) and e.filename is not None:  # the OS naming a path the user gave
             message = _path_error(e)
+        elif isinstance(e, FileNotFoundError) and e.errno is not None:  # the OS naming no path (e.g. a
+            raise  # deleted working directory): no user can act on '[Errno 2]' alone, so keep the traceback
         elif isinstance(e, input_errors()):
             message = str(e)
         else:  # anything else is a bug and keeps its traceback
