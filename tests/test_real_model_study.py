@@ -16,7 +16,7 @@ from growthpace.platform.core.abilities import CHAT_TOKENS
 from growthpace.platform.data.specfile import load_spec
 from growthpace.platform.store.storage import Layout, read_json
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.real_model]
 
 LIMITS = {kind: 12 for kind in ("choice", "true_false", "cloze", "math", "multi_select")}
 

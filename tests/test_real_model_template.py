@@ -16,7 +16,7 @@ import yaml
 from growthpace.platform.data.specfile import load_spec
 from growthpace.platform.store.storage import Layout, read_json
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.real_model]
 
 LIMITS = {kind: 12 for kind in ("choice", "true_false", "cloze", "math", "multi_select")}
 VOCAB = 49152  # SmolLM2's, which the template framing keeps
