@@ -49,7 +49,25 @@ def _piece_pattern(chars: set[str], byte_level) -> re.Pattern:
     return re.compile(_PATTERN.format(**classes))
 
 
-class ChatEncoder:
+def _keep_last(ids: list[int], max_length: int | None) -> list[int]:
+    """A prompt cut from the left: it loses its oldest tokens (the few-shot examples), never the question."""
+    return ids if max_length is None or len(ids) <= max_length else ids[-max_length:]
+
+
+class _Replies:
+    """What both framings do with the end-of-turn id ``eot``: end a candidate with it, stop a reply at it."""
+
+    def continuation(self, text: str) -> list[int]:
+        """A candidate answer plus the end-of-turn token, as perplexity ranking scores it."""
+        return self.text(text) + [self.eot]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.eot in ids:
+            ids = ids[: ids.index(self.eot)]
+        return self.tok.decode(ids, skip_special_tokens=True).strip()
+
+
+class ChatEncoder(_Replies):
     """Takes a transformers tokenizer, or a bare ``tokenizers.Tokenizer`` (what ``plan`` trains: it
     counts tokens without importing transformers); both give the same ids for the same trained BPE."""
 
@@ -152,19 +170,8 @@ class ChatEncoder:
 
         Over-long prompts lose their oldest tokens (the few-shot examples), never the question.
         """
-        ids = [i for role, content in turns for i in self.turn(role, content)] + [self.assistant]
-        if max_length is not None and len(ids) > max_length:
-            ids = ids[-max_length:]
-        return ids
-
-    def continuation(self, text: str) -> list[int]:
-        """A candidate answer plus the end-of-turn token, as perplexity ranking scores it."""
-        return self.text(text) + [self.eot]
-
-    def decode(self, ids: list[int]) -> str:
-        if self.eot in ids:
-            ids = ids[: ids.index(self.eot)]
-        return self.tok.decode(ids, skip_special_tokens=True).strip()
+        return _keep_last([i for role, content in turns for i in self.turn(role, content)] + [self.assistant],
+                          max_length)
 
 
 class ChatFormatError(ValueError):
@@ -218,7 +225,7 @@ _SENTINEL = "\ue000{}\ue001"
 _PROBE = (("user", "What is 12 plus 30?"), ("assistant", "42"))
 
 
-class TemplateFraming:
+class TemplateFraming(_Replies):
     """Conversations framed by the tokenizer's own chat template, no token added.
 
     A template is rendered once per sequence of roles, with sentinels for the contents: the text between
@@ -363,16 +370,5 @@ class TemplateFraming:
 
     def prompt(self, turns, max_length: int | None = None) -> list[int]:
         """Earlier turns and the template's generation prompt; over-long prompts lose their oldest tokens."""
-        ids, _ = self._frame(tuple(r for r, _ in turns), self.texts([c for _, c in turns]), True)
-        if max_length is not None and len(ids) > max_length:
-            ids = ids[-max_length:]
-        return ids
-
-    def continuation(self, text: str) -> list[int]:
-        """A candidate answer plus the stop token, as perplexity ranking scores it."""
-        return self.text(text) + [self.eot]
-
-    def decode(self, ids: list[int]) -> str:
-        if self.eot in ids:
-            ids = ids[: ids.index(self.eot)]
-        return self.tok.decode(ids, skip_special_tokens=True).strip()
+        return _keep_last(self._frame(tuple(r for r, _ in turns), self.texts([c for _, c in turns]), True)[0],
+                          max_length)
